@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run).
+#
+# Starts throwaway Redis and PostgreSQL on free loopback ports (installing the
+# Debian packages if missing), then runs fmt, clippy -D warnings and every test
+# against them, and stops them again, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work=$(mktemp -d /tmp/chatback-test.XXXXXX)
+cleanup() {
+  scripts/services.sh stop "$work" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services"
+scripts/services.sh start "$work" >/dev/null
+# shellcheck disable=SC1091
+source "$work/env"
+echo "redis:    $CHAT_TEST_REDIS_URL"
+echo "postgres: $CHAT_TEST_DATABASE_URL"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+echo
+echo "all checks passed"
