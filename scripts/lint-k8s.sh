@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Lints the deploy path with the real tools (called by scripts/test.sh):
+#   - hadolint on both Dockerfiles, failing on any finding, even style;
+#   - the Docker build context and build commands match the workspace;
+#   - the CRD copy in k8s/ equals the generated crds/chatcluster.yaml;
+#   - `kubectl kustomize k8s/` builds;
+#   - every manifest under k8s/ and crds/, and the kustomize output, is valid
+#     for Kubernetes 1.30 and 1.33 (kubernetes-validate --strict for built-in
+#     kinds; ChatClusters against the CRD's schema, defaults and CEL rules);
+#   - every example under k8s/examples/invalid/ is rejected, for its reason;
+#   - checkov finds no failed check in k8s/ and the Dockerfiles.
+# The Python tools live in a virtualenv cached under ~/.cache/chatback (or
+# $CHATBACK_CACHE_DIR), built once per version of lint-k8s/requirements.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+here=scripts/lint-k8s
+kube_versions=(-k 1.30.0 -k 1.33.0)
+crd=crds/chatcluster.yaml
+
+fail() { echo "lint-k8s: $*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------
+cache=${CHATBACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chatback}
+venv="$cache/lint-k8s-$(sha256sum "$here/requirements.txt" | cut -c1-16)"
+mkdir -p "$cache"
+(
+  flock 9  # one installer at a time; the others wait, then find it done
+  if [[ ! -e $venv/.complete ]]; then
+    echo "installing lint tools into $venv (once)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        -r "$here/requirements.txt" >"$venv/install.log" 2>&1; then
+      cat "$venv/install.log" >&2
+      fail "pip install -r $here/requirements.txt failed"
+    fi
+    touch "$venv/.complete"
+  fi
+) 9>"$cache/lint-k8s.lock"
+py="$venv/bin/python"
+
+work=$(mktemp -d /tmp/chatback-lint-k8s.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# --- Dockerfiles -------------------------------------------------------------
+"$venv/bin/hadolint" --no-color --failure-threshold style Dockerfile.server Dockerfile.operator \
+  || fail "hadolint found issues in the Dockerfiles"
+"$py" "$here/dockerfiles.py" Dockerfile.server Dockerfile.operator
+echo "hadolint: Dockerfile.server, Dockerfile.operator clean"
+
+# --- manifests ---------------------------------------------------------------
+cmp -s "$crd" k8s/crd-chatcluster.yaml \
+  || fail "k8s/crd-chatcluster.yaml differs from $crd; run: cp $crd k8s/crd-chatcluster.yaml"
+
+mapfile -t manifests < <(
+  find k8s crds -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/examples/invalid/*' | sort)
+if command -v kubectl >/dev/null; then
+  kubectl kustomize k8s >"$work/install.yaml" || fail "kubectl kustomize k8s/ failed"
+  manifests+=("$work/install.yaml")
+else
+  echo "kubectl not found: skipping the kustomize build of k8s/ (the files are still validated)"
+fi
+"$py" "$here/validate.py" validate --crd "$crd" "${kube_versions[@]}" "${manifests[@]}"
+
+invalid=(k8s/examples/invalid/*.yaml)
+[[ -e ${invalid[0]} ]] || fail "no invalid examples under k8s/examples/invalid/"
+"$py" "$here/validate.py" reject --crd "$crd" "${kube_versions[@]}" "${invalid[@]}"
+
+# --- checkov -----------------------------------------------------------------
+# Every skip is an inline annotation (checkov.io/skipN) or comment
+# (checkov:skip=ID: reason) next to what it excuses.
+checkov() {
+  "$venv/bin/checkov" --quiet --compact --skip-download "$@" >"$work/checkov.txt" 2>&1 \
+    || { cat "$work/checkov.txt"; fail "checkov found failed checks"; }
+  awk '/scan results:/ {kind = $1} /^Passed checks/ {print "checkov " kind ": " $0}' "$work/checkov.txt"
+}
+mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml | sort)
+checkov --framework kubernetes dockerfile -f "${k8s_files[@]}" Dockerfile.server Dockerfile.operator
