@@ -1,0 +1,260 @@
+//! Command-line interface of `chat-load`.
+//!
+//! Every value is checked by a clap value parser, so bad input (a duration
+//! without a unit, zero clients, a malformed threshold, a non-`ws://` URL) is
+//! rejected before anything connects, with clap's usual message and exit code 2.
+//! The defaults reproduce the seed project's `WebSocketLoadTest`: 500 clients,
+//! 50 messages each, started in batches of 25 every 5 s.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::endpoint::Endpoint;
+use crate::threshold::Threshold;
+
+/// The most clients one generator accepts; beyond this one process is the
+/// wrong tool (run several generators).
+pub const MAX_CLIENTS: u32 = 1_000_000;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "chat-load",
+    version,
+    about = "WebSocket load generator for chat-server: latency from send to every member, and a delivery audit",
+    after_help = "Exit status: 0 all thresholds passed, 1 the run could not be carried out, \
+                  2 bad command line, 3 a threshold failed."
+)]
+pub struct Args {
+    /// WebSocket endpoint of a chat-server instance. Repeat for several instances:
+    /// clients are spread round-robin, so every room spans instances.
+    #[arg(long = "url", value_name = "URL", default_value = "ws://127.0.0.1:8080/ws",
+          value_parser = Endpoint::parse)]
+    pub urls: Vec<Endpoint>,
+
+    /// Number of simulated users (one WebSocket connection each).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=MAX_CLIENTS as i64))]
+    pub clients: u32,
+
+    /// Messages each client sends (0: connect, join and listen only).
+    #[arg(long, default_value_t = 50)]
+    pub messages: u32,
+
+    /// Clients started together in one batch.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+
+    /// Pause between the starts of two batches (e.g. 5s, 250ms, 0s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+
+    /// Number of rooms; clients are spread evenly over them.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rooms: u32,
+
+    /// Messages per second per client. Open loop: sends follow a fixed timetable
+    /// and latency counts from the scheduled send time.
+    #[arg(long, default_value = "1", value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Send each message only after the previous one was acked (the seed's
+    /// behaviour; hides server stalls, for comparison only).
+    #[arg(long)]
+    pub closed_loop: bool,
+
+    /// Stop sending after this long (measured from the start of the run), then drain.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Limit for TCP connect + WebSocket handshake + `joined`.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long to wait, once sending is over, for outstanding acks and deliveries.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Pad every message body to this many bytes (the correlation stamp is ~25 bytes).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub body_size: u32,
+
+    /// Reconnect attempts per client after a close with 1001/4000 or a dropped socket.
+    #[arg(long, default_value_t = 5)]
+    pub max_reconnects: u32,
+
+    /// Spread source addresses over 127.0.0.1 ..= 127.0.0.N (loopback targets only),
+    /// to get past the ~28k ephemeral ports of a single source address.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub source_ips: Option<u8>,
+
+    /// Generator threads, each a single-threaded runtime owning a share of the clients.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+
+    /// Pass/fail rule such as 'delivery.p99<50ms' or 'missing==0'; may repeat.
+    /// Defaults: missing==0, duplicated==0, out_of_order==0 (a rule on the same
+    /// metric replaces its default); lost_acked==0 always applies.
+    #[arg(long = "threshold", value_name = "RULE", value_parser = Threshold::parse)]
+    pub thresholds: Vec<Threshold>,
+
+    /// Write the summary as JSON to this file ('-' for stdout, which then omits the table).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Prefix of the room and user names (default: random), so runs never share rooms.
+    #[arg(long, value_parser = parse_run_id)]
+    pub run_id: Option<String>,
+
+    /// No live progress display, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`. A unit is required:
+/// a bare number is ambiguous.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("'{text}' has no unit; write e.g. 500ms, 5s, 2m"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration; write e.g. 500ms, 5s, 2m"))?;
+    let seconds = match unit.trim() {
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}'; use us, ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(7 * 24 * 3600))
+        .ok_or_else(|| format!("'{text}' is out of range (0 to 7 days)"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+/// Messages per second per client: positive and finite, at most 100k.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of messages per second"))?;
+    if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 {
+        Ok(rate)
+    } else {
+        Err(format!("'{text}' must be a number in (0, 100000]"))
+    }
+}
+
+/// Room and user names are `<run-id>-r<N>` / `<run-id>-u<N>`, which must match
+/// the server's name rule `^[A-Za-z0-9_.:-]{1,64}$`; 40 characters leave room
+/// for the suffix.
+fn parse_run_id(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 40
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("use 1 to 40 characters out of A-Z a-z 0-9 _ . : -".into())
+    }
+}
+
+impl Args {
+    /// Checks that involve several flags at once.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rooms > self.clients {
+            return Err(format!(
+                "--rooms {} exceeds --clients {}: every room needs at least one member",
+                self.rooms, self.clients
+            ));
+        }
+        if self.source_ips.is_some() && self.urls.iter().any(|u| !u.is_loopback()) {
+            return Err("--source-ips works only with loopback targets (127.x, localhost)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("1.2.3s").is_err());
+        assert!(
+            parse_duration("99999h")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn rates_must_be_positive_and_finite() {
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", "1e9"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_reproduce_the_seed_scenario() {
+        let args = Args::try_parse_from(["chat-load"]).unwrap();
+        assert_eq!(args.clients, 500);
+        assert_eq!(args.messages, 50);
+        assert_eq!(args.batch_size, 25);
+        assert_eq!(args.batch_interval, Duration::from_secs(5));
+        assert_eq!(args.rooms, 10);
+        assert_eq!(args.urls.len(), 1);
+        assert!(args.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_input_is_rejected() {
+        for argv in [
+            &["chat-load", "--clients", "0"][..],
+            &["chat-load", "--batch-size", "0"],
+            &["chat-load", "--rooms", "0"],
+            &["chat-load", "--batch-interval", "5"],
+            &["chat-load", "--threshold", "delivery.p99<<5ms"],
+            &["chat-load", "--url", "http://example.com/ws"],
+            &["chat-load", "--run-id", "has space"],
+            &["chat-load", "--source-ips", "0"],
+        ] {
+            assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let args = Args::try_parse_from(["chat-load", "--clients", "3", "--rooms", "4"]).unwrap();
+        assert!(args.validate().unwrap_err().contains("--rooms 4"));
+    }
+}

@@ -1,0 +1,489 @@
+//! One simulated user: connect and join, send on a timetable, receive and
+//! audit everything, reconnect after 1001/4000, drain, close.
+//!
+//! A client is a single task that owns its socket (no split, no lock): one
+//! `select!` waits on the next frame, the next send time and the run's
+//! cancellation. Timers are pinned once and reset, never recreated per frame,
+//! because a busy client goes round the loop once per delivery.
+//!
+//! Open loop: message `k` is due at `joined + phase + k/rate` whatever the
+//! server does; a late send still carries its *scheduled* time, so a stall
+//! shows up in the latencies instead of silently lowering the send rate.
+//! Closed loop (`--closed-loop`): message `k+1` waits for the ack of `k`, and
+//! latency counts from the actual send, like the seed's test.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{sleep_until, timeout_at};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::audit::{Member, Receipt};
+use crate::shard::Shard;
+use crate::stamp::Stamp;
+use crate::wire::{self, Inbound};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Small buffers: thousands of connections, small frames.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Why a connection did not reach `joined`; the `kind` is a report key.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("timeout")]
+    Timeout,
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("http {0}")]
+    Http(u16),
+    #[error("websocket: {0}")]
+    Ws(String),
+    #[error("closed {0} before joined")]
+    Closed(String),
+    #[error("join error {0}")]
+    JoinRejected(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl ConnectError {
+    fn kind(&self) -> String {
+        match self {
+            ConnectError::Io(e) => match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "refused".into(),
+                std::io::ErrorKind::ConnectionReset => "reset".into(),
+                std::io::ErrorKind::AddrNotAvailable => "no source port".into(),
+                kind => format!("io {kind}"),
+            },
+            ConnectError::Ws(_) => "websocket".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<tungstenite::Error> for ConnectError {
+    fn from(e: tungstenite::Error) -> Self {
+        match e {
+            tungstenite::Error::Io(io) => ConnectError::Io(io),
+            tungstenite::Error::Http(response) => ConnectError::Http(response.status().as_u16()),
+            other => ConnectError::Ws(other.to_string()),
+        }
+    }
+}
+
+/// How the main loop ended.
+enum Next {
+    Continue,
+    /// The connection is gone; close code (or `abnormal`) and whether to reconnect.
+    Lost {
+        code: String,
+        reconnect: bool,
+    },
+}
+
+/// The client's place in "everyone in the room has finished sending".
+struct SenderSlot {
+    shard: Rc<Shard>,
+    room: usize,
+    held: bool,
+}
+
+impl SenderSlot {
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.shard.shared.rooms[self.room].sender_done();
+        }
+    }
+}
+
+impl Drop for SenderSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+pub struct Client {
+    shard: Rc<Shard>,
+    id: u32,
+    room: usize,
+    room_name: String,
+    user: String,
+    target: usize,
+    source: Option<SocketAddr>,
+    member: Member,
+    /// Index of the next message to send.
+    next_msg: u32,
+    /// Sends not yet answered by `ack` or `error`.
+    outstanding: u32,
+    /// Origin of the send timetable (first `joined` + phase).
+    timetable: Instant,
+    slot: SenderSlot,
+    reconnects_left: u32,
+    room_all_sent: bool,
+}
+
+/// Runs one client to the end; returns its room and its audit record.
+pub async fn run(shard: Rc<Shard>, id: u32) -> (usize, Member) {
+    let plan = &shard.shared.plan;
+    let room = plan.room_of(id) as usize;
+    let mut client = Client {
+        room_name: plan.room_name(room as u32),
+        user: plan.user_name(id),
+        target: plan.target_of(id),
+        source: plan.source_of(id),
+        reconnects_left: plan.max_reconnects,
+        slot: SenderSlot {
+            shard: shard.clone(),
+            room,
+            held: true,
+        },
+        shard,
+        id,
+        room,
+        member: Member::new(),
+        next_msg: 0,
+        outstanding: 0,
+        timetable: Instant::now(),
+        room_all_sent: false,
+    };
+    client.run().await;
+    (client.room, client.member)
+}
+
+impl Client {
+    async fn run(&mut self) {
+        let shared = self.shard.shared.clone();
+        let scheduled_start = shared.at(shared.plan.start_of(self.id));
+        self.shard.recorder.borrow_mut().counters.attempted += 1;
+        let mut ws = match self.connect(None).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                if !matches!(e, ConnectError::Cancelled) {
+                    self.shard.recorder.borrow_mut().connect_error(&e.kind());
+                }
+                return;
+            }
+        };
+        let joined_at = Instant::now();
+        {
+            let mut rec = self.shard.recorder.borrow_mut();
+            rec.counters.connected += 1;
+            let us = joined_at
+                .saturating_duration_since(scheduled_start)
+                .as_micros() as u64;
+            rec.connect.saturating_record(us);
+        }
+        self.timetable = joined_at + shared.plan.phase(self.id);
+
+        let cancelled = shared.cancel.cancelled();
+        tokio::pin!(cancelled);
+        let send_timer = sleep_until(self.due(0).into());
+        tokio::pin!(send_timer);
+        let mut all_sent = shared.rooms[self.room].watch_all_sent();
+        let send_deadline = shared.at(shared.plan.send_deadline);
+
+        loop {
+            self.check_sending_over(send_deadline);
+            if self.complete() {
+                break;
+            }
+            let can_send = self.slot.held
+                && self.next_msg < shared.plan.messages
+                && !(shared.plan.closed_loop && self.outstanding > 0);
+            let next = tokio::select! {
+                // Sends first: a flood of frames must not delay the timetable.
+                biased;
+                () = &mut cancelled => break,
+                () = &mut send_timer, if can_send => {
+                    let due = self.due(self.next_msg);
+                    match self.send(&mut ws, due).await {
+                        Ok(()) => {
+                            send_timer.as_mut().reset(self.due(self.next_msg).into());
+                            Next::Continue
+                        }
+                        Err(_) => Next::Lost { code: "abnormal".into(), reconnect: true },
+                    }
+                }
+                changed = all_sent.wait_for(|done| *done), if !self.room_all_sent => {
+                    self.room_all_sent = changed.is_ok();
+                    Next::Continue
+                }
+                frame = ws.next() => self.on_frame(frame),
+            };
+            if let Next::Lost { code, reconnect } = next {
+                self.shard.recorder.borrow_mut().close(&code);
+                self.opened(false);
+                match reconnect {
+                    true => match self.reconnect().await {
+                        Some(new) => ws = new,
+                        None => return,
+                    },
+                    false => return,
+                }
+            }
+        }
+        self.opened(false);
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    }
+
+    /// When message `k` is due.
+    fn due(&self, k: u32) -> Instant {
+        self.timetable + self.shard.shared.plan.period().mul_f64(f64::from(k))
+    }
+
+    /// Once every message is sent (or the send window closed) and answered,
+    /// this client no longer holds its room open.
+    fn check_sending_over(&mut self, send_deadline: Instant) {
+        if !self.slot.held {
+            return;
+        }
+        let plan = &self.shard.shared.plan;
+        let window_closed = self.next_msg < plan.messages && Instant::now() >= send_deadline;
+        if window_closed {
+            self.next_msg = plan.messages; // the rest are never sent: `unsent`
+        }
+        if self.next_msg >= plan.messages && self.outstanding == 0 {
+            self.slot.release();
+        }
+    }
+
+    /// Done: nothing more to send, the room is all sent, and this member has
+    /// seen the room's last acked seq.
+    fn complete(&self) -> bool {
+        !self.slot.held
+            && self.room_all_sent
+            && self.member.highest() >= self.shard.shared.rooms[self.room].max_acked()
+    }
+
+    fn opened(&self, open: bool) {
+        let counters = &mut self.shard.recorder.borrow_mut().counters;
+        match open {
+            true => counters.open += 1,
+            false => counters.open = counters.open.saturating_sub(1),
+        }
+    }
+
+    /// Connects and joins: with `since: None` the room is joined by the upgrade
+    /// query, with `Some(s)` by a `join` frame with `since` (a rejoin).
+    async fn connect(&mut self, since: Option<u64>) -> Result<Ws, ConnectError> {
+        let shared = self.shard.shared.clone();
+        let deadline = Instant::now() + shared.plan.connect_timeout;
+        let attempt = async {
+            let target = &shared.plan.targets[self.target];
+            let room = since.is_none().then_some(self.room_name.as_str());
+            let url = target.endpoint.request_url(&self.user, room);
+            let stream = self.tcp(target.addr).await.map_err(ConnectError::Io)?;
+            let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config())).await?;
+            if let Some(since) = since {
+                let join = wire::join(&self.room_name, Some(since));
+                ws.send(Message::text(join)).await?;
+            }
+            self.await_joined(&mut ws).await.map(|()| ws)
+        };
+        let ws = tokio::select! {
+            () = shared.cancel.cancelled() => Err(ConnectError::Cancelled),
+            r = timeout_at(deadline.into(), attempt) => r.unwrap_or(Err(ConnectError::Timeout)),
+        }?;
+        self.opened(true);
+        Ok(ws)
+    }
+
+    async fn tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(source) = self.source {
+            socket.bind(source)?;
+        }
+        socket.set_nodelay(true)?;
+        socket.connect(addr).await
+    }
+
+    /// Reads frames until `joined` for this client's room. Anything else that
+    /// arrives meanwhile is handled (and counted) as usual.
+    async fn await_joined(&mut self, ws: &mut Ws) -> Result<(), ConnectError> {
+        loop {
+            let text = match ws.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ConnectError::Closed(close_code(frame.as_ref())));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ConnectError::Closed("abnormal".into())),
+            };
+            match Inbound::parse(&text) {
+                Ok(Inbound::Joined { room, last_seq }) if room == self.room_name => {
+                    self.member.joined(last_seq);
+                    return Ok(());
+                }
+                Ok(Inbound::Error {
+                    code,
+                    reference: None,
+                }) => {
+                    self.shard.recorder.borrow_mut().error_frame(&code);
+                    return Err(ConnectError::JoinRejected(code.into_owned()));
+                }
+                _ => self.on_text(&text),
+            }
+        }
+    }
+
+    /// After a lost connection: back off, connect to the next instance, rejoin
+    /// with `since`. `None` when out of attempts or time.
+    async fn reconnect(&mut self) -> Option<Ws> {
+        let shared = self.shard.shared.clone();
+        let mut backoff = Duration::from_millis(100);
+        // Sends in flight on the lost connection will never be answered.
+        self.outstanding = 0;
+        while self.reconnects_left > 0 {
+            self.reconnects_left -= 1;
+            tokio::select! {
+                () = shared.cancel.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            self.target = (self.target + 1) % shared.plan.targets.len();
+            let since = self.member.since();
+            match self.connect(Some(since)).await {
+                Ok(ws) => {
+                    self.shard.recorder.borrow_mut().counters.reconnects += 1;
+                    return Some(ws);
+                }
+                Err(ConnectError::Cancelled) => return None,
+                Err(e) => {
+                    tracing::debug!(client = self.id, error = %e, "reconnect failed");
+                    self.shard.recorder.borrow_mut().counters.reconnect_failures += 1;
+                }
+            }
+        }
+        None
+    }
+
+    async fn send(&mut self, ws: &mut Ws, due: Instant) -> Result<(), tungstenite::Error> {
+        let shared = &self.shard.shared;
+        let now = Instant::now();
+        let scheduled = if shared.plan.closed_loop { now } else { due };
+        let stamp = Stamp {
+            client: self.id,
+            n: self.next_msg,
+            scheduled_us: shared.micros(scheduled),
+        };
+        let frame = wire::send(
+            &self.room_name,
+            &stamp.body(shared.plan.body_size),
+            &stamp.reference(),
+        );
+        ws.send(Message::text(frame)).await?;
+        self.next_msg += 1;
+        self.outstanding += 1;
+        let mut rec = self.shard.recorder.borrow_mut();
+        rec.counters.sent += 1;
+        rec.scheduled.mark(stamp.scheduled_us);
+        rec.written.mark(shared.micros(now));
+        rec.send_lag
+            .saturating_record(now.saturating_duration_since(due).as_micros() as u64);
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Next {
+        match frame {
+            Some(Ok(Message::Text(text))) => self.on_text(&text),
+            Some(Ok(Message::Binary(_))) => {
+                self.shard.recorder.borrow_mut().counters.bad_frames += 1
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let code = close_code(frame.as_ref());
+                let reconnect = code == "1001" || code == "4000";
+                return Next::Lost { code, reconnect };
+            }
+            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+            Some(Err(_)) | None => {
+                return Next::Lost {
+                    code: "abnormal".into(),
+                    reconnect: true,
+                };
+            }
+        }
+        Next::Continue
+    }
+
+    /// The receive path: one borrowed parse, counters, audit, histograms.
+    fn on_text(&mut self, text: &str) {
+        let now = Instant::now();
+        let shared = &self.shard.shared;
+        let mut rec = self.shard.recorder.borrow_mut();
+        match Inbound::parse(text) {
+            Ok(Inbound::Message { room, seq, body }) => {
+                let at = shared.micros(now);
+                rec.counters.messages += 1;
+                rec.delivery_at(at);
+                if room != self.room_name {
+                    rec.counters.foreign += 1;
+                    return;
+                }
+                let receipt = self.member.receive(seq);
+                match Stamp::parse_body(&body) {
+                    Some(stamp) => {
+                        if matches!(
+                            receipt,
+                            Receipt::InOrder | Receipt::AfterGap { .. } | Receipt::OutOfOrder
+                        ) {
+                            let latency = at.saturating_sub(stamp.scheduled_us);
+                            rec.delivery.saturating_record(latency);
+                            self.shard.window.borrow_mut().saturating_record(latency);
+                        }
+                    }
+                    None => rec.counters.foreign += 1,
+                }
+            }
+            Ok(Inbound::Ack { reference, seq, .. }) => {
+                rec.counters.acked += 1;
+                self.outstanding = self.outstanding.saturating_sub(1);
+                self.shard.ledgers.borrow_mut()[self.room].acked(seq);
+                shared.rooms[self.room].acked(seq);
+                if let Some((_, scheduled_us)) =
+                    reference.as_deref().and_then(Stamp::parse_reference)
+                {
+                    rec.ack
+                        .saturating_record(shared.micros(now).saturating_sub(scheduled_us));
+                }
+            }
+            Ok(Inbound::Error { code, reference }) => {
+                rec.error_frame(&code);
+                if reference
+                    .as_deref()
+                    .and_then(Stamp::parse_reference)
+                    .is_some()
+                {
+                    rec.counters.rejected += 1;
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                }
+            }
+            Ok(Inbound::Presence) => rec.counters.presence += 1,
+            Ok(Inbound::Joined { .. } | Inbound::Other) => {}
+            Err(e) => {
+                tracing::debug!(client = self.id, error = %e, "bad frame");
+                rec.counters.bad_frames += 1;
+            }
+        }
+    }
+}
+
+fn close_code(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
+    match frame {
+        Some(f) => u16::from(f.code).to_string(),
+        None => "1005".into(),
+    }
+}

@@ -1,0 +1,130 @@
+//! One chat-server instance to load: its `ws://` URL and, once resolved, the
+//! socket address every client of that instance connects to.
+//!
+//! The name is resolved once at start-up rather than per client: a DNS lookup
+//! per connection would measure the resolver, and a bad host name should fail
+//! the run before the first batch, not 500 times.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use url::Url;
+
+use crate::error::LoadError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    url: Url,
+}
+
+impl Endpoint {
+    /// Value parser for `--url`: plain `ws://host[:port]/path[?query]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+        match url.scheme() {
+            "ws" => {}
+            "wss" => return Err("wss:// is not supported; chat-load speaks plain ws://".into()),
+            other => {
+                return Err(format!(
+                    "scheme '{other}' is not ws:// (e.g. ws://127.0.0.1:8080/ws)"
+                ));
+            }
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("'{text}' has no host"));
+        }
+        Ok(Self { url })
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        match self.url.host_str() {
+            Some("localhost") => true,
+            Some(host) => host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        }
+    }
+
+    /// The host:port clients connect to (the first IPv4 address if there is one,
+    /// because `--source-ips` binds IPv4 sources).
+    pub async fn resolve(&self) -> Result<SocketAddr, LoadError> {
+        let host = self.url.host_str().unwrap_or_default();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| LoadError::Resolve {
+                url: self.to_string(),
+                source: e,
+            })?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| LoadError::Resolve {
+                url: self.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+            })
+    }
+
+    /// The request URL of one connection: the endpoint plus `user` and, when the
+    /// room should be joined by the upgrade itself, `room`.
+    pub fn request_url(&self, user: &str, room: Option<&str>) -> String {
+        let mut url = self.url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("user", user);
+            if let Some(room) = room {
+                query.append_pair("room", room);
+            }
+        }
+        url.into()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ws_only() {
+        assert!(Endpoint::parse("ws://127.0.0.1:8080/ws").is_ok());
+        assert!(
+            Endpoint::parse("wss://x/ws")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(
+            Endpoint::parse("http://x/ws")
+                .unwrap_err()
+                .contains("not ws://")
+        );
+        assert!(Endpoint::parse("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn request_url_keeps_an_existing_query() {
+        let e = Endpoint::parse("ws://localhost:9/ws?x=1").unwrap();
+        assert_eq!(
+            e.request_url("u1", Some("r1")),
+            "ws://localhost:9/ws?x=1&user=u1&room=r1"
+        );
+        assert_eq!(e.request_url("u1", None), "ws://localhost:9/ws?x=1&user=u1");
+        assert!(e.is_loopback());
+        assert!(
+            !Endpoint::parse("ws://example.com/ws")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(Endpoint::parse("ws://[::1]:80/ws").unwrap().is_loopback());
+    }
+}

@@ -1,0 +1,31 @@
+//! `chat-load`: a WebSocket load generator for chat-server that measures what
+//! chat users feel (latency from one client's send to delivery at every member
+//! of the room) and audits that every message arrived exactly once, in order.
+//!
+//! The binary is a thin wrapper over [`run::run`]; the modules are:
+//! * [`cli`], [`endpoint`], [`threshold`]: what the user asked for;
+//! * [`plan`]: placement and timetable of every client, decided up front;
+//! * [`run`], [`shard`], [`client`], [`shared`]: the load itself;
+//! * [`wire`], [`stamp`]: the protocol frames and the correlation stamps;
+//! * [`recorder`], [`audit`], [`report`], [`progress`], [`sysres`]: what was measured.
+
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod endpoint;
+pub mod error;
+pub mod plan;
+pub mod progress;
+pub mod recorder;
+pub mod report;
+pub mod run;
+pub mod shard;
+pub mod shared;
+pub mod stamp;
+pub mod sysres;
+pub mod threshold;
+pub mod wire;
+
+pub use cli::Args;
+pub use error::LoadError;
+pub use report::Summary;

@@ -1,0 +1,240 @@
+//! The shape of a run, decided before the first connection: which client goes
+//! to which room and instance, when it starts, from which source address, and
+//! when each of its messages is due.
+//!
+//! Everything here is a pure function of the arguments, so the placement rules
+//! are unit-tested and every client can compute its own share without
+//! coordination:
+//! * rooms: client `i` is in room `i % rooms`, so each room gets an even share
+//!   and every batch touches every room;
+//! * instances: the `m`-th member of room `r` connects to instance `(r + m) % urls`,
+//!   so with two or more instances every room of two or more members spans
+//!   instances and the Redis cross-instance path is part of every run;
+//! * batches: client `i` starts at `(i / batch_size) * batch_interval`;
+//! * timetable (open loop): after its `joined`, client `i` sends message `k` at
+//!   `joined + phase(i) + k / rate`, where the phase spreads a batch's clients
+//!   over one period instead of firing them all at once.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::cli::Args;
+use crate::endpoint::Endpoint;
+
+/// One instance under load, resolved.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoint: Endpoint,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub run_id: String,
+    pub targets: Vec<Target>,
+    pub clients: u32,
+    pub rooms: u32,
+    pub messages: u32,
+    pub batch_size: u32,
+    pub batch_interval: Duration,
+    pub rate: f64,
+    pub closed_loop: bool,
+    pub body_size: usize,
+    pub source_ips: Option<u8>,
+    pub max_reconnects: u32,
+    pub connect_timeout: Duration,
+    /// Since the origin: no message is sent after this.
+    pub send_deadline: Duration,
+    /// Since the origin: every client has closed by this.
+    pub end_deadline: Duration,
+}
+
+impl Plan {
+    pub fn new(args: &Args, run_id: String, targets: Vec<Target>) -> Self {
+        let mut plan = Self {
+            run_id,
+            targets,
+            clients: args.clients,
+            rooms: args.rooms,
+            messages: args.messages,
+            batch_size: args.batch_size,
+            batch_interval: args.batch_interval,
+            rate: args.rate,
+            closed_loop: args.closed_loop,
+            body_size: args.body_size as usize,
+            source_ips: args.source_ips,
+            max_reconnects: args.max_reconnects,
+            connect_timeout: args.connect_timeout,
+            send_deadline: Duration::ZERO,
+            end_deadline: Duration::ZERO,
+        };
+        // Without --duration, sending may run until the last client's timetable
+        // is over, plus one drain period of slack for closed-loop lag.
+        let scheduled_end = plan.last_start()
+            + args.connect_timeout
+            + plan.period().mul_f64(f64::from(plan.messages))
+            + args.drain_timeout;
+        plan.send_deadline = args.duration.unwrap_or(scheduled_end);
+        plan.end_deadline = plan.send_deadline + args.drain_timeout;
+        plan
+    }
+
+    pub fn room_of(&self, client: u32) -> u32 {
+        client % self.rooms
+    }
+
+    pub fn target_of(&self, client: u32) -> usize {
+        let (room, member) = (client % self.rooms, client / self.rooms);
+        ((u64::from(room) + u64::from(member)) % self.targets.len() as u64) as usize
+    }
+
+    pub fn start_of(&self, client: u32) -> Duration {
+        self.batch_interval * (client / self.batch_size)
+    }
+
+    pub fn last_start(&self) -> Duration {
+        self.start_of(self.clients - 1)
+    }
+
+    pub fn batches(&self) -> u32 {
+        self.clients.div_ceil(self.batch_size)
+    }
+
+    /// Time between two sends of one client.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
+    }
+
+    /// Offset of a client's first send after its `joined`.
+    pub fn phase(&self, client: u32) -> Duration {
+        let slot = client % self.batch_size;
+        self.period()
+            .mul_f64(f64::from(slot) / f64::from(self.batch_size))
+    }
+
+    /// The source address to bind, with `--source-ips`: 127.0.0.1 ..= 127.0.0.N.
+    pub fn source_of(&self, client: u32) -> Option<SocketAddr> {
+        let n = u32::from(self.source_ips?);
+        let last = u8::try_from(1 + client % n).unwrap_or(1);
+        Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+            0,
+        ))
+    }
+
+    pub fn room_name(&self, room: u32) -> String {
+        format!("{}-r{room}", self.run_id)
+    }
+
+    pub fn user_name(&self, client: u32) -> String {
+        format!("{}-u{client}", self.run_id)
+    }
+
+    /// Messages the plan calls for.
+    pub fn planned_messages(&self) -> u64 {
+        u64::from(self.clients) * u64::from(self.messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(argv: &[&str], urls: usize) -> Plan {
+        let args =
+            Args::try_parse_from(std::iter::once("chat-load").chain(argv.iter().copied())).unwrap();
+        let target = Target {
+            endpoint: Endpoint::parse("ws://127.0.0.1:1/ws").unwrap(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        Plan::new(&args, "t".into(), vec![target; urls])
+    }
+
+    #[test]
+    fn rooms_are_filled_evenly() {
+        let p = plan(&[], 1);
+        let mut sizes = [0; 10];
+        (0..p.clients).for_each(|c| sizes[p.room_of(c) as usize] += 1);
+        assert_eq!(sizes, [50; 10]);
+        let p = plan(&["--clients", "7", "--rooms", "3"], 1);
+        let mut sizes = [0; 3];
+        (0..p.clients).for_each(|c| sizes[p.room_of(c) as usize] += 1);
+        assert_eq!(sizes, [3, 2, 2]);
+    }
+
+    #[test]
+    fn every_room_spans_every_instance() {
+        for (rooms, urls) in [(10, 2), (1, 2), (3, 3), (4, 2), (5, 3)] {
+            let p = plan(&["--clients", "60", "--rooms", &rooms.to_string()], urls);
+            for room in 0..rooms {
+                let mut per_target = vec![0; urls];
+                (0..p.clients)
+                    .filter(|&c| p.room_of(c) == room)
+                    .for_each(|c| per_target[p.target_of(c)] += 1);
+                let (min, max) = (
+                    per_target.iter().min().unwrap(),
+                    per_target.iter().max().unwrap(),
+                );
+                assert!(
+                    max - min <= 1,
+                    "rooms={rooms} urls={urls} room={room}: {per_target:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batches_follow_the_seed_schedule() {
+        let p = plan(&[], 1);
+        assert_eq!(p.batches(), 20);
+        assert_eq!(p.start_of(0), Duration::ZERO);
+        assert_eq!(p.start_of(24), Duration::ZERO);
+        assert_eq!(p.start_of(25), Duration::from_secs(5));
+        assert_eq!(p.last_start(), Duration::from_secs(95));
+        assert_eq!(p.planned_messages(), 25_000);
+    }
+
+    #[test]
+    fn the_timetable_spreads_a_batch_over_one_period() {
+        let p = plan(&["--rate", "10", "--batch-size", "4"], 1);
+        assert_eq!(p.period(), Duration::from_millis(100));
+        let phases: Vec<_> = (0..5).map(|c| p.phase(c).as_millis()).collect();
+        assert_eq!(phases, [0, 25, 50, 75, 0]);
+    }
+
+    #[test]
+    fn deadlines_bound_the_run() {
+        let p = plan(
+            &[
+                "--clients",
+                "50",
+                "--batch-interval",
+                "1s",
+                "--rate",
+                "10",
+                "--messages",
+                "20",
+            ],
+            1,
+        );
+        // last batch at 1 s + connect 10 s + 20 messages at 10/s + drain 10 s
+        assert_eq!(p.send_deadline, Duration::from_secs(23));
+        assert_eq!(p.end_deadline, Duration::from_secs(33));
+        let p = plan(&["--duration", "3s", "--drain-timeout", "1s"], 1);
+        assert_eq!(
+            (p.send_deadline, p.end_deadline),
+            (Duration::from_secs(3), Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn source_addresses_cycle_over_loopback() {
+        let p = plan(&["--source-ips", "3"], 1);
+        let ips: Vec<_> = (0..4)
+            .map(|c| p.source_of(c).unwrap().ip().to_string())
+            .collect();
+        assert_eq!(ips, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]);
+        assert_eq!(plan(&[], 1).source_of(0), None);
+    }
+}

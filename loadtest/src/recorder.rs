@@ -1,0 +1,246 @@
+//! What one generator thread measured: HdrHistograms of latency and plain
+//! counters.
+//!
+//! Each thread owns one `Recorder` (no locks, no atomics on the hot path); the
+//! threads' recorders are merged once at the end. Latencies are recorded in
+//! microseconds, from 1 µs up to one hour at 3 significant digits; larger
+//! values saturate at the top rather than being dropped.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+/// Highest trackable latency: one hour, in µs.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+}
+
+/// Counts of events, summed over clients and threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Clients whose first connection was attempted.
+    pub attempted: u64,
+    /// Clients whose first connection reached `joined`.
+    pub connected: u64,
+    /// Connections currently open (a gauge for the progress display).
+    pub open: u64,
+    /// Successful reconnects (rejoin with `since`).
+    pub reconnects: u64,
+    /// Reconnect attempts that failed.
+    pub reconnect_failures: u64,
+    /// `send` frames written.
+    pub sent: u64,
+    /// `ack` frames for our sends.
+    pub acked: u64,
+    /// `error` frames answering one of our sends (the message was not accepted).
+    pub rejected: u64,
+    /// `message` frames received (every delivery, including duplicates).
+    pub messages: u64,
+    /// `message` frames whose body carried no stamp of this run.
+    pub foreign: u64,
+    /// `presence` frames received.
+    pub presence: u64,
+    /// Frames that were not valid protocol JSON, or binary.
+    pub bad_frames: u64,
+}
+
+impl Counters {
+    fn merge(&mut self, o: &Counters) {
+        let Counters {
+            attempted,
+            connected,
+            open,
+            reconnects,
+            reconnect_failures,
+            sent,
+            acked,
+            rejected,
+            messages,
+            foreign,
+            presence,
+            bad_frames,
+        } = o;
+        self.attempted += attempted;
+        self.connected += connected;
+        self.open += open;
+        self.reconnects += reconnects;
+        self.reconnect_failures += reconnect_failures;
+        self.sent += sent;
+        self.acked += acked;
+        self.rejected += rejected;
+        self.messages += messages;
+        self.foreign += foreign;
+        self.presence += presence;
+        self.bad_frames += bad_frames;
+    }
+}
+
+/// First and last instant of a series, in µs since the run's origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+}
+
+impl Span {
+    pub fn mark(&mut self, at_us: u64) {
+        self.first = Some(self.first.map_or(at_us, |f| f.min(at_us)));
+        self.last = Some(self.last.map_or(at_us, |l| l.max(at_us)));
+    }
+
+    fn merge(&mut self, o: Span) {
+        o.first.into_iter().chain(o.last).for_each(|t| self.mark(t));
+    }
+
+    /// `last - first` in seconds, 0 when empty.
+    pub fn seconds(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => (l - f) as f64 / 1e6,
+            _ => 0.0,
+        }
+    }
+}
+
+pub struct Recorder {
+    /// TCP connect + WebSocket handshake + `joined`, first connection only.
+    pub connect: Histogram<u64>,
+    /// Scheduled send → `ack`.
+    pub ack: Histogram<u64>,
+    /// Scheduled send → receipt, per member, first delivery of each seq only.
+    pub delivery: Histogram<u64>,
+    /// Scheduled send → actual write (how late the generator itself was).
+    pub send_lag: Histogram<u64>,
+    pub counters: Counters,
+    /// Why first connections failed (`refused`, `timeout`, `http 404`, …).
+    pub connect_errors: BTreeMap<String, u64>,
+    /// `error` frames by `code`.
+    pub errors: BTreeMap<String, u64>,
+    /// Closes seen by clients, by close code (`abnormal`: no close frame).
+    pub closes: BTreeMap<String, u64>,
+    /// Deliveries received in each whole second since the origin.
+    pub per_second: Vec<u64>,
+    /// Scheduled times of the sends made.
+    pub scheduled: Span,
+    /// Actual times of the sends made.
+    pub written: Span,
+    /// Times of deliveries.
+    pub delivered: Span,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            connect: latency_histogram(),
+            ack: latency_histogram(),
+            delivery: latency_histogram(),
+            send_lag: latency_histogram(),
+            counters: Counters::default(),
+            connect_errors: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            closes: BTreeMap::new(),
+            per_second: Vec::new(),
+            scheduled: Span::default(),
+            written: Span::default(),
+            delivered: Span::default(),
+        }
+    }
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
+    match map.get_mut(key) {
+        Some(n) => *n += by,
+        None => {
+            map.insert(key.to_owned(), by);
+        }
+    }
+}
+
+impl Recorder {
+    pub fn connect_error(&mut self, kind: &str) {
+        bump(&mut self.connect_errors, kind, 1);
+    }
+
+    pub fn error_frame(&mut self, code: &str) {
+        bump(&mut self.errors, code, 1);
+    }
+
+    pub fn close(&mut self, code: &str) {
+        bump(&mut self.closes, code, 1);
+    }
+
+    /// A delivery at `at_us` since the origin.
+    pub fn delivery_at(&mut self, at_us: u64) {
+        let second = (at_us / 1_000_000) as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
+        self.delivered.mark(at_us);
+    }
+
+    pub fn merge(&mut self, o: &Recorder) {
+        for (mine, theirs) in [
+            (&mut self.connect, &o.connect),
+            (&mut self.ack, &o.ack),
+            (&mut self.delivery, &o.delivery),
+            (&mut self.send_lag, &o.send_lag),
+        ] {
+            mine.add(theirs)
+                .expect("histograms with equal bounds always add");
+        }
+        self.counters.merge(&o.counters);
+        for (mine, theirs) in [
+            (&mut self.connect_errors, &o.connect_errors),
+            (&mut self.errors, &o.errors),
+            (&mut self.closes, &o.closes),
+        ] {
+            theirs.iter().for_each(|(k, n)| bump(mine, k, *n));
+        }
+        if self.per_second.len() < o.per_second.len() {
+            self.per_second.resize(o.per_second.len(), 0);
+        }
+        self.per_second
+            .iter_mut()
+            .zip(&o.per_second)
+            .for_each(|(a, b)| *a += b);
+        self.scheduled.merge(o.scheduled);
+        self.written.merge(o.written);
+        self.delivered.merge(o.delivered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_everything() {
+        let (mut a, mut b) = (Recorder::default(), Recorder::default());
+        a.delivery.record(100).unwrap();
+        b.delivery.record(300).unwrap();
+        a.counters.sent = 2;
+        b.counters.sent = 3;
+        a.error_frame("rate_limited");
+        b.error_frame("rate_limited");
+        b.close("4000");
+        a.delivery_at(500_000);
+        b.delivery_at(2_500_000);
+        b.scheduled.mark(7);
+        a.merge(&b);
+        assert_eq!(a.delivery.len(), 2);
+        assert_eq!(a.counters.sent, 5);
+        assert_eq!(a.errors["rate_limited"], 2);
+        assert_eq!(a.closes["4000"], 1);
+        assert_eq!(a.per_second, [1, 0, 1]);
+        assert_eq!(a.delivered.seconds(), 2.0);
+        assert_eq!(
+            a.scheduled,
+            Span {
+                first: Some(7),
+                last: Some(7)
+            }
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! One run, start to finish: check the arguments and the targets, raise the
+//! descriptor limit, start the generator threads, show progress, stop at the
+//! deadline or on Ctrl-C, then merge, audit and summarize.
+//!
+//! Every run is bounded in time: the plan's end deadline (last batch +
+//! timetable + drain, or `--duration` + drain) cancels whatever is still
+//! running, and the report says what was left unfinished.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_tungstenite::tungstenite;
+
+use crate::audit::{self, RoomLedger};
+use crate::cli::Args;
+use crate::endpoint::Endpoint;
+use crate::error::LoadError;
+use crate::plan::{Plan, Target};
+use crate::progress::Progress;
+use crate::recorder::Recorder;
+use crate::report::{Inputs, Summary};
+use crate::shard;
+use crate::shared::Shared;
+use crate::sysres::{self, Usage};
+use crate::threshold;
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// Carries out the run described by `args` and returns its summary
+/// (thresholds evaluated). `Err` only when the run could not take place.
+pub fn run(args: &Args) -> Result<Summary, LoadError> {
+    args.validate().map_err(LoadError::Args)?;
+    let nofile_limit = sysres::raise_nofile(args.clients)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
+    runtime.block_on(drive(args, nofile_limit))
+}
+
+async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
+    let run_id = args.run_id.clone().unwrap_or_else(random_run_id);
+    let mut targets = Vec::with_capacity(args.urls.len());
+    for endpoint in &args.urls {
+        let addr = endpoint.resolve().await?;
+        probe(endpoint, addr, &run_id, args.connect_timeout).await?;
+        targets.push(Target {
+            endpoint: endpoint.clone(),
+            addr,
+        });
+    }
+    let plan = Plan::new(args, run_id, targets);
+    let rules = threshold::with_defaults(&args.thresholds);
+    let threads = usize::from(args.threads);
+    tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
+
+    let started_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let usage_start = Usage::now();
+    let shared = Arc::new(Shared::new(plan, threads));
+    let mut handles = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("chat-load-{index}"))
+            .spawn(move || shard::run(shared, index, threads))
+            .map_err(LoadError::Runtime)?;
+        handles.push(handle);
+    }
+
+    let progress = Progress::new(!args.no_progress);
+    let end = tokio::time::sleep_until(shared.at(shared.plan.end_deadline).into());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(end, ctrl_c);
+    let mut tick = tokio::time::interval(TICK);
+    let mut interrupted = false;
+    while !handles.iter().all(|h| h.is_finished()) {
+        tokio::select! {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                shared.cancel.cancel();
+            }
+            () = &mut end, if !shared.cancel.is_cancelled() => shared.cancel.cancel(),
+            _ = tick.tick() => progress.update(&shared),
+        }
+    }
+    progress.finish();
+    let elapsed_s = shared.origin.elapsed().as_secs_f64();
+    let usage = Usage::now().since(&usage_start);
+
+    let mut recorder = Recorder::default();
+    let mut ledgers = vec![RoomLedger::default(); shared.plan.rooms as usize];
+    let mut members = Vec::new();
+    for handle in handles {
+        let result = handle.join().map_err(|_| LoadError::ShardPanicked)??;
+        recorder.merge(&result.recorder);
+        ledgers
+            .iter_mut()
+            .zip(result.ledgers)
+            .for_each(|(mine, theirs)| mine.merge(theirs));
+        members.extend(result.members);
+    }
+    let audit = audit::audit(&mut ledgers, members.iter().map(|(room, m)| (*room, m)));
+    Ok(Summary::build(
+        Inputs {
+            plan: &shared.plan,
+            recorder: &recorder,
+            audit,
+            usage,
+            threads,
+            nofile_limit,
+            started_at_unix_ms,
+            elapsed_s,
+            interrupted,
+        },
+        &rules,
+    ))
+}
+
+/// Checks that an endpoint accepts a WebSocket upgrade before any batch starts,
+/// so a wrong address fails once, clearly, instead of 500 times in the report.
+async fn probe(
+    endpoint: &Endpoint,
+    addr: std::net::SocketAddr,
+    run_id: &str,
+    limit: Duration,
+) -> Result<(), LoadError> {
+    let unreachable = |reason: String| LoadError::Unreachable {
+        url: endpoint.to_string(),
+        reason,
+    };
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let url = endpoint.request_url(&format!("{run_id}-probe"), None);
+        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .map_err(|e| {
+                unreachable(match e {
+                    tungstenite::Error::Http(r) => format!(
+                        "the WebSocket upgrade got HTTP {} (wrong path?)",
+                        r.status()
+                    ),
+                    other => format!("WebSocket handshake failed: {other}"),
+                })
+            })?;
+        let _ = ws.close(None).await;
+        Ok(())
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Err(unreachable(format!("no answer within {limit:?}"))))
+}
+
+/// A run id unlikely to collide with a previous run against the same store.
+fn random_run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = (u64::from(nanos) ^ (u64::from(std::process::id()) << 20))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("load-{:08x}", mixed >> 32)
+}

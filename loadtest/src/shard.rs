@@ -1,0 +1,107 @@
+//! One generator thread: a current-thread Tokio runtime that owns every
+//! `threads`-th client.
+//!
+//! A shard's clients share its `Recorder` through an `Rc<RefCell<…>>`: on one
+//! thread that costs a flag check, where a shared multi-threaded recorder would
+//! cost a lock or an atomic per delivery. Scaling out is one shard per core
+//! (`--threads`), merged at the end.
+//!
+//! Clients are spawned batch by batch when their start time comes, so a run
+//! with a million clients does not hold a million idle tasks from the start.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::task::{JoinHandle, LocalSet};
+
+use crate::audit::{Member, RoomLedger};
+use crate::client;
+use crate::error::LoadError;
+use crate::recorder::{Recorder, latency_histogram};
+use crate::shared::Shared;
+
+/// How often a shard publishes its figures for the progress display.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+pub struct Shard {
+    pub shared: Arc<Shared>,
+    pub index: usize,
+    pub recorder: RefCell<Recorder>,
+    /// Delivery latencies since the last publish.
+    pub window: RefCell<Histogram<u64>>,
+    /// Acked seqs per room, for the lost-acked check.
+    pub ledgers: RefCell<Vec<RoomLedger>>,
+}
+
+/// What a shard hands back when its clients are done.
+pub struct ShardResult {
+    pub recorder: Recorder,
+    pub ledgers: Vec<RoomLedger>,
+    /// (room index, member) of every client that ran.
+    pub members: Vec<(usize, Member)>,
+}
+
+/// Runs shard `index` of `threads` to completion on the calling thread.
+pub fn run(shared: Arc<Shared>, index: usize, threads: usize) -> Result<ShardResult, LoadError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
+    let shard = Rc::new(Shard {
+        index,
+        recorder: RefCell::new(Recorder::default()),
+        window: RefCell::new(latency_histogram()),
+        ledgers: RefCell::new(vec![RoomLedger::default(); shared.plan.rooms as usize]),
+        shared,
+    });
+    let members = LocalSet::new().block_on(&runtime, drive(shard.clone(), threads))?;
+    let shard = Rc::try_unwrap(shard).map_err(|_| LoadError::ShardPanicked)?;
+    Ok(ShardResult {
+        recorder: shard.recorder.into_inner(),
+        ledgers: shard.ledgers.into_inner(),
+        members,
+    })
+}
+
+async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<(usize, Member)>, LoadError> {
+    let shared = shard.shared.clone();
+    let plan = &shared.plan;
+    let publisher = tokio::task::spawn_local(publish(shard.clone()));
+    let mut handles: Vec<JoinHandle<(usize, Member)>> = Vec::new();
+    for batch in 0..plan.batches() {
+        let start = shared.at(plan.start_of(batch * plan.batch_size));
+        tokio::select! {
+            () = shared.cancel.cancelled() => break,
+            () = tokio::time::sleep_until(start.into()) => {}
+        }
+        let first = batch * plan.batch_size;
+        let last = (first + plan.batch_size).min(plan.clients);
+        for id in (first..last).filter(|id| *id as usize % threads == shard.index) {
+            handles.push(tokio::task::spawn_local(client::run(shard.clone(), id)));
+        }
+    }
+    let mut members = Vec::with_capacity(handles.len());
+    for handle in handles {
+        members.push(handle.await.map_err(|_| LoadError::ShardPanicked)?);
+    }
+    publisher.abort();
+    let _ = publisher.await;
+    publish_now(&shard);
+    Ok(members)
+}
+
+async fn publish(shard: Rc<Shard>) {
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        tick.tick().await;
+        publish_now(&shard);
+    }
+}
+
+fn publish_now(shard: &Shard) {
+    let recorder = shard.recorder.borrow();
+    shard.shared.live[shard.index].publish(&recorder, &mut shard.window.borrow_mut());
+}

@@ -1,0 +1,122 @@
+//! State shared by all generator threads: the plan, the run's clock origin,
+//! the cancellation signal, per-room completion and the live progress figures.
+//!
+//! Only rare events touch it (an ack, a client finishing its sends, the
+//! progress tick four times a second); deliveries, the hot path, stay within
+//! one thread's `Recorder`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::Plan;
+use crate::recorder::{Recorder, latency_histogram};
+
+pub struct Shared {
+    pub plan: Plan,
+    /// Time zero of the run; stamps and deadlines are relative to it.
+    pub origin: Instant,
+    /// Fired on Ctrl-C and at the plan's end deadline; every task selects on it.
+    pub cancel: CancellationToken,
+    pub rooms: Vec<RoomState>,
+    /// One per generator thread.
+    pub live: Vec<Live>,
+}
+
+impl Shared {
+    pub fn new(plan: Plan, threads: usize) -> Self {
+        let mut members = vec![0u32; plan.rooms as usize];
+        (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize] += 1);
+        Self {
+            origin: Instant::now(),
+            cancel: CancellationToken::new(),
+            rooms: members.into_iter().map(RoomState::new).collect(),
+            live: (0..threads).map(|_| Live::default()).collect(),
+            plan,
+        }
+    }
+
+    /// Microseconds from the origin to `at`.
+    pub fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_micros() as u64
+    }
+
+    pub fn at(&self, since_origin: Duration) -> Instant {
+        self.origin + since_origin
+    }
+}
+
+/// Whether a room can still get new messages, and the highest seq acked in it.
+pub struct RoomState {
+    max_acked: AtomicU64,
+    /// Members that have not finished sending (and receiving their acks).
+    senders: AtomicU32,
+    all_sent: watch::Sender<bool>,
+}
+
+impl RoomState {
+    fn new(members: u32) -> Self {
+        Self {
+            max_acked: AtomicU64::new(0),
+            senders: AtomicU32::new(members),
+            all_sent: watch::Sender::new(members == 0),
+        }
+    }
+
+    pub fn acked(&self, seq: u64) {
+        self.max_acked.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    pub fn max_acked(&self) -> u64 {
+        self.max_acked.load(Ordering::Relaxed)
+    }
+
+    /// One member finished sending; the last one marks the room as all sent.
+    pub fn sender_done(&self) {
+        if self.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_sent.send_replace(true);
+        }
+    }
+
+    pub fn watch_all_sent(&self) -> watch::Receiver<bool> {
+        self.all_sent.subscribe()
+    }
+}
+
+/// One thread's figures for the progress display, published by the thread
+/// itself a few times a second.
+pub struct Live {
+    pub open: AtomicU64,
+    pub sent: AtomicU64,
+    pub messages: AtomicU64,
+    /// Delivery latencies since the previous publish ("current" p99).
+    pub window: Mutex<Histogram<u64>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            open: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            window: Mutex::new(latency_histogram()),
+        }
+    }
+}
+
+impl Live {
+    pub fn publish(&self, recorder: &Recorder, window: &mut Histogram<u64>) {
+        let c = &recorder.counters;
+        self.open.store(c.open, Ordering::Relaxed);
+        self.sent.store(c.sent, Ordering::Relaxed);
+        self.messages.store(c.messages, Ordering::Relaxed);
+        if let Ok(mut shared) = self.window.lock() {
+            std::mem::swap(&mut *shared, window);
+        }
+        window.reset();
+    }
+}

@@ -1,0 +1,329 @@
+//! k6-style pass/fail rules: `--threshold 'delivery.p99<50ms'`.
+//!
+//! A rule is `METRIC OP VALUE`. Metric names are the ones in the summary (see
+//! README "Thresholds"); they are checked when the command line is parsed, so
+//! a typo fails at once instead of after a ten-minute run. Latencies need a
+//! unit (`us`, `ms`, `s`) and are compared in milliseconds; counts take a plain
+//! integer; rates a plain number per second; `cpu_percent` an optional `%`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    const ALL: [(&'static str, Op); 6] = [
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+
+    fn holds(self, actual: f64, limit: f64) -> bool {
+        match self {
+            Op::Lt => actual < limit,
+            Op::Le => actual <= limit,
+            Op::Gt => actual > limit,
+            Op::Ge => actual >= limit,
+            Op::Eq => actual == limit,
+            Op::Ne => actual != limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Milliseconds; the rule must give a unit.
+    Latency,
+    Count,
+    /// Per second.
+    Rate,
+    Percent,
+}
+
+/// Latency histograms and the statistics each one reports.
+pub const LATENCIES: [&str; 4] = ["connect", "ack", "delivery", "send_lag"];
+pub const STATS: [&str; 7] = ["min", "mean", "p50", "p90", "p99", "p99.9", "max"];
+/// Plain counters of the summary.
+pub const COUNTS: [&str; 21] = [
+    "expected",
+    "delivered",
+    "missing",
+    "duplicated",
+    "out_of_order",
+    "recovered",
+    "unexpected",
+    "lost_acked",
+    "incomplete_members",
+    "connected",
+    "connect_errors",
+    "reconnects",
+    "reconnect_failures",
+    "sent",
+    "acked",
+    "rejected",
+    "unacked",
+    "unsent",
+    "errors",
+    "bad_frames",
+    "foreign",
+];
+pub const RATES: [&str; 5] = [
+    "offered_rate",
+    "achieved_rate",
+    "deliveries_per_sec",
+    "deliveries_per_sec_peak",
+    "deliveries_per_cpu_sec",
+];
+/// Families keyed by a code: `errors.rate_limited`, `closes.4000`.
+pub const KEYED: [&str; 2] = ["errors.", "closes."];
+
+/// The kind of a metric name, `None` if there is no such metric.
+pub fn kind_of(metric: &str) -> Option<Kind> {
+    if let Some((family, stat)) = metric.split_once('.')
+        && LATENCIES.contains(&family)
+    {
+        return match stat {
+            "count" => Some(Kind::Count),
+            s if STATS.contains(&s) => Some(Kind::Latency),
+            _ => None,
+        };
+    }
+    if COUNTS.contains(&metric)
+        || KEYED
+            .iter()
+            .any(|p| metric.len() > p.len() && metric.starts_with(p))
+    {
+        Some(Kind::Count)
+    } else if RATES.contains(&metric) {
+        Some(Kind::Rate)
+    } else if metric == "cpu_percent" {
+        Some(Kind::Percent)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// The rule as written.
+    pub rule: String,
+    pub metric: String,
+    pub op: Op,
+    /// In the metric's unit (ms for latencies).
+    pub limit: f64,
+}
+
+/// The outcome of one rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub rule: String,
+    pub metric: String,
+    pub actual: f64,
+    pub passed: bool,
+}
+
+impl Threshold {
+    /// Value parser for `--threshold`.
+    pub fn parse(rule: &str) -> Result<Self, String> {
+        let compact: String = rule.chars().filter(|c| !c.is_whitespace()).collect();
+        let (at, symbol, op) = Op::ALL
+            .iter()
+            .filter_map(|&(sym, op)| compact.find(sym).map(|at| (at, sym, op)))
+            .min_by_key(|&(at, sym, _)| (at, std::cmp::Reverse(sym.len())))
+            .ok_or_else(|| {
+                format!(
+                    "'{rule}' has no comparison; write e.g. 'delivery.p99<50ms' or 'missing==0'"
+                )
+            })?;
+        let metric = &compact[..at];
+        let value = &compact[at + symbol.len()..];
+        let kind = kind_of(metric).ok_or_else(|| {
+            format!(
+                "unknown metric '{metric}' in '{rule}'; use <{}>.<{}|count>, {}, {}, cpu_percent, errors.<code> or closes.<code>",
+                LATENCIES.join("|"),
+                STATS.join("|"),
+                COUNTS.join(", "),
+                RATES.join(", "),
+            )
+        })?;
+        let limit = parse_limit(kind, value).map_err(|e| format!("'{rule}': {e}"))?;
+        Ok(Self {
+            rule: rule.trim().to_owned(),
+            metric: metric.to_owned(),
+            op,
+            limit,
+        })
+    }
+
+    pub fn check(&self, actual: f64) -> Verdict {
+        Verdict {
+            rule: self.rule.clone(),
+            metric: self.metric.clone(),
+            actual,
+            passed: self.op.holds(actual, self.limit),
+        }
+    }
+}
+
+fn parse_limit(kind: Kind, value: &str) -> Result<f64, String> {
+    let number = |s: &str| -> Result<f64, String> {
+        s.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("'{value}' is not a number"))
+    };
+    match kind {
+        Kind::Latency => {
+            let (digits, scale) = if let Some(v) = value.strip_suffix("ms") {
+                (v, 1.0)
+            } else if let Some(v) = value
+                .strip_suffix("us")
+                .or_else(|| value.strip_suffix("µs"))
+            {
+                (v, 1e-3)
+            } else if let Some(v) = value.strip_suffix('s') {
+                (v, 1e3)
+            } else {
+                return Err(format!("latency '{value}' needs a unit: us, ms or s"));
+            };
+            Ok(number(digits)? * scale)
+        }
+        Kind::Count => value
+            .parse::<u64>()
+            .map(|v| v as f64)
+            .map_err(|_| format!("'{value}' is not a whole number")),
+        Kind::Rate => number(value.strip_suffix("/s").unwrap_or(value)),
+        Kind::Percent => number(value.strip_suffix('%').unwrap_or(value)),
+    }
+}
+
+/// The rules a run is judged by: the user's, plus the defaults for metrics the
+/// user did not mention (`missing==0`, `duplicated==0`, `out_of_order==0`),
+/// plus `lost_acked==0`, which always applies.
+pub fn with_defaults(user: &[Threshold]) -> Vec<Threshold> {
+    let mut rules = user.to_vec();
+    for default in [
+        "missing==0",
+        "duplicated==0",
+        "out_of_order==0",
+        "lost_acked==0",
+    ] {
+        let rule = Threshold::parse(default).expect("built-in rules parse");
+        let overridden =
+            rule.metric != "lost_acked" && user.iter().any(|t| t.metric == rule.metric);
+        if !overridden && !user.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rules_with_units() {
+        let t = Threshold::parse("delivery.p99<50ms").unwrap();
+        assert_eq!(
+            (t.metric.as_str(), t.op, t.limit),
+            ("delivery.p99", Op::Lt, 50.0)
+        );
+        assert_eq!(Threshold::parse("ack.p99.9 <= 1.5s").unwrap().limit, 1500.0);
+        assert_eq!(Threshold::parse("connect.max<250us").unwrap().limit, 0.25);
+        let t = Threshold::parse("missing==0").unwrap();
+        assert_eq!((t.op, t.limit), (Op::Eq, 0.0));
+        assert_eq!(
+            Threshold::parse("errors.rate_limited!=0").unwrap().op,
+            Op::Ne
+        );
+        assert_eq!(
+            Threshold::parse("deliveries_per_sec>=1000/s")
+                .unwrap()
+                .limit,
+            1000.0
+        );
+        assert_eq!(Threshold::parse("cpu_percent<80%").unwrap().limit, 80.0);
+        assert_eq!(Threshold::parse("delivery.count>0").unwrap().op, Op::Gt);
+    }
+
+    #[test]
+    fn rejects_bad_rules_clearly() {
+        let err = |r| Threshold::parse(r).unwrap_err();
+        assert!(err("delivery.p99").contains("no comparison"));
+        assert!(err("delivery.p98<5ms").contains("unknown metric"));
+        assert!(err("latency<5ms").contains("unknown metric"));
+        assert!(err("delivery.p99<50").contains("needs a unit"));
+        assert!(err("missing==zero").contains("not a whole number"));
+        assert!(err("missing==1ms").contains("not a whole number"));
+        assert!(err("delivery.p99<<5ms").contains("not a number"));
+        assert!(err("errors.<5").contains("unknown metric"));
+    }
+
+    #[test]
+    fn checks_compare_in_the_metric_unit() {
+        let t = Threshold::parse("delivery.p99<50ms").unwrap();
+        assert!(t.check(49.9).passed);
+        assert!(!t.check(50.0).passed);
+        let v = Threshold::parse("missing==0").unwrap().check(3.0);
+        assert_eq!(
+            (v.passed, v.actual, v.rule.as_str()),
+            (false, 3.0, "missing==0")
+        );
+    }
+
+    #[test]
+    fn defaults_apply_unless_overridden() {
+        let rules = |user: &[&str]| -> Vec<String> {
+            let user: Vec<_> = user.iter().map(|r| Threshold::parse(r).unwrap()).collect();
+            with_defaults(&user).into_iter().map(|t| t.rule).collect()
+        };
+        assert_eq!(
+            rules(&[]),
+            [
+                "missing==0",
+                "duplicated==0",
+                "out_of_order==0",
+                "lost_acked==0"
+            ]
+        );
+        assert_eq!(
+            rules(&["missing<10"]),
+            [
+                "missing<10",
+                "duplicated==0",
+                "out_of_order==0",
+                "lost_acked==0"
+            ]
+        );
+        assert_eq!(
+            rules(&["lost_acked<3"]),
+            [
+                "lost_acked<3",
+                "missing==0",
+                "duplicated==0",
+                "out_of_order==0",
+                "lost_acked==0"
+            ]
+        );
+        assert_eq!(
+            rules(&["missing==0"]),
+            [
+                "missing==0",
+                "duplicated==0",
+                "out_of_order==0",
+                "lost_acked==0"
+            ]
+        );
+    }
+}
