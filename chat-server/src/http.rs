@@ -1,0 +1,215 @@
+//! The HTTP surface: the WebSocket upgrade, the JSON API, probes, metrics and the
+//! built-in web page. Handlers are thin; the work happens in sessions and the hub.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::resolve_user;
+use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN};
+use crate::protocol::{ErrorCode, valid_name};
+use crate::session;
+use crate::store::Range;
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/ws", get(ws))
+        .route("/api/rooms/{room}/messages", get(messages))
+        .route("/api/rooms/{room}/members", get(members))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/actuator/health", get(actuator_health))
+        .route("/actuator/prometheus", get(metrics))
+        .with_state(app)
+}
+
+async fn ws(
+    upgrade: WebSocketUpgrade,
+    State(app): State<Arc<App>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let rooms: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "room")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let user = resolve_user(app.verifier.as_ref(), param("token"), param("user"));
+    let permit = app.connections.clone().try_acquire_owned().ok();
+    let max = app.config.max_frame_bytes;
+    let token = app.sessions.token();
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let _token = token;
+            let refusal = match (&user, &permit) {
+                _ if app.shutdown.is_cancelled() => {
+                    Some((CLOSE_GOING_AWAY, "going away".to_owned()))
+                }
+                (Err(e), _) => Some((CLOSE_POLICY, e.to_string())),
+                (_, None) => Some((CLOSE_TRY_AGAIN, "server at connection limit".to_owned())),
+                _ => None,
+            };
+            match (refusal, user) {
+                (Some((code, reason)), _) => refuse(socket, code, reason).await,
+                (None, Ok(user)) => session::serve(socket, app, user, rooms).await,
+                (None, Err(_)) => {}
+            }
+            drop(permit);
+        })
+}
+
+/// Closes a freshly upgraded socket with a code and reason.
+async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+    // Wait briefly for the client's close reply so the frame is not lost to a reset.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn api_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    (status, Json(json!({ "code": code, "message": message }))).into_response()
+}
+
+/// The 400 response for a room name that breaks the name rule, if it does.
+fn invalid_room(room: &str) -> Option<Response> {
+    (!valid_name(room)).then(|| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRoom,
+            "room name must match ^[A-Za-z0-9_.:-]{1,64}$".into(),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn messages(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
+) -> Response {
+    if let Some(r) = invalid_room(&room) {
+        return r;
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.body_text(),
+            );
+        }
+    };
+    let max = app.config.history_max_limit;
+    let limit = q.limit.unwrap_or(50.min(max));
+    if !(1..=max).contains(&limit) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("limit must be within 1..={max}"),
+        );
+    }
+    match app
+        .store
+        .range(
+            &room,
+            Range {
+                after: q.after,
+                before: q.before,
+                limit,
+            },
+        )
+        .await
+    {
+        Ok(messages) => Json(json!({ "room": room, "messages": messages })).into_response(),
+        Err(e) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            e.to_string(),
+        ),
+    }
+}
+
+async fn members(State(app): State<Arc<App>>, Path(room): Path<String>) -> Response {
+    if let Some(r) = invalid_room(&room) {
+        return r;
+    }
+    match app.presence.members(&room).await {
+        Ok(members) => Json(json!({ "room": room, "members": members })).into_response(),
+        Err(e) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            e.to_string(),
+        ),
+    }
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.readiness().await {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+async fn actuator_health(State(app): State<Arc<App>>) -> Response {
+    match app.readiness().await {
+        Ok(()) => Json(json!({ "status": "UP" })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "DOWN", "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

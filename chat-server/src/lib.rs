@@ -1,0 +1,152 @@
+//! chat-server: WebSocket chat rooms over Redis Pub/Sub with PostgreSQL history.
+//!
+//! The library is the server; the binary only parses [`Config`], sets up logging and
+//! calls [`run`] with a bound listener and a shutdown future. Tests and the load
+//! tool start servers in-process the same way. The wire contract is
+//! docs/protocol.md.
+
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod outbound;
+pub mod presence;
+pub mod protocol;
+pub mod rate;
+pub mod session;
+pub mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::app::App;
+use crate::broker::Broker;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::{RedisBroker, connection_manager};
+use crate::hub::{Hub, Rooms};
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::presence::memory::MemoryPresence;
+use crate::presence::redis::RedisPresence;
+use crate::store::HistoryStore;
+use crate::store::batcher::Batcher;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+
+/// A boxed, sendable future: the return type of the backend traits' methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Serves chat on `listener` until `shutdown` resolves, then closes every socket
+/// with 1001, flushes pending history writes and returns, within
+/// `shutdown_grace_secs`. Fails at startup if a configured backend is unreachable.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let token = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let instance = config.instance_name();
+    // Unique per process even when instances share a hostname.
+    let node = format!("{instance}-{:08x}", rand::random::<u32>());
+
+    let store: Arc<dyn HistoryStore> = match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::connect(url)
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
+        None => Arc::new(
+            SqliteStore::open(&config.sqlite_path)
+                .await
+                .with_context(|| format!("opening SQLite at {}", config.sqlite_path.display()))?,
+        ),
+    };
+    let rooms = Arc::new(Rooms::default());
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &config.redis_url {
+        Some(url) => {
+            let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
+            let broker =
+                RedisBroker::connect(client.clone(), rooms.clone(), node.clone(), token.clone())
+                    .await
+                    .context("connecting to Redis")?;
+            let conn = connection_manager(client)
+                .await
+                .context("connecting to Redis")?;
+            let presence =
+                RedisPresence::start(conn, node.clone(), config.presence_ttl(), token.clone());
+            (Arc::new(broker), Arc::new(presence))
+        }
+        None => (
+            Arc::new(MemoryBroker::new(rooms.clone())),
+            Arc::new(MemoryPresence::default()),
+        ),
+    };
+    let (batcher, batcher_task) = Batcher::spawn(
+        store.clone(),
+        config.persist_batch,
+        config.persist_queue,
+        metrics.clone(),
+        token.clone(),
+    );
+    let hub = Hub::new(rooms, broker.clone(), store.clone(), metrics.clone());
+    let grace = config.shutdown_grace();
+    let app = Arc::new(App::new(
+        config,
+        hub,
+        broker,
+        presence,
+        store,
+        batcher,
+        metrics,
+        token.clone(),
+    ));
+
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        node,
+        broker = if app.config.redis_url.is_some() { "redis" } else { "memory" },
+        store = if app.config.database_url.is_some() { "postgres" } else { "sqlite" },
+        "chat-server listening"
+    );
+    let signal = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => signal.cancel(),
+            _ = signal.cancelled() => {}
+        }
+    });
+    let serve = axum::serve(listener, http::router(app.clone()))
+        .with_graceful_shutdown(token.clone().cancelled_owned());
+    let served = serve.await;
+    token.cancel();
+
+    let started = Instant::now();
+    tracing::info!("shutting down: closing sockets with 1001");
+    app.sessions.close();
+    if tokio::time::timeout(grace, app.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions did not close within the grace period");
+    }
+    drop(app);
+    let left = grace.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, batcher_task).await {
+        Ok(_) => tracing::info!("pending history writes flushed"),
+        Err(_) => tracing::error!("history writes still pending at the end of the grace period"),
+    }
+    served.context("HTTP server failed")
+}

@@ -1,0 +1,166 @@
+//! Cluster-wide presence in Redis sorted sets.
+//!
+//! Key `chat:presence:{room}`, member `<node>|<conn>|<user>`, score = expiry time
+//! (ms). Readers count entries whose score is in the future. A heartbeat rewrites
+//! every local entry each TTL/3 (which also restores them after a Redis restart)
+//! and trims expired ones, so a dead instance's entries disappear within the TTL.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use super::{BoxFuture, Local, Presence, PresenceError};
+
+fn key(room: &str) -> String {
+    format!("chat:presence:{room}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct RedisPresence {
+    conn: ConnectionManager,
+    node: String,
+    ttl: Duration,
+    local: Arc<Local>,
+}
+
+impl RedisPresence {
+    /// Creates the presence store and starts its heartbeat.
+    pub fn start(
+        conn: ConnectionManager,
+        node: String,
+        ttl: Duration,
+        shutdown: CancellationToken,
+    ) -> RedisPresence {
+        let presence = RedisPresence {
+            conn,
+            node,
+            ttl,
+            local: Arc::new(Local::default()),
+        };
+        let heartbeat = Heartbeat {
+            conn: presence.conn.clone(),
+            node: presence.node.clone(),
+            ttl,
+            local: presence.local.clone(),
+        };
+        tokio::spawn(heartbeat.run(shutdown));
+        presence
+    }
+
+    fn member(&self, conn: u64, user: &str) -> String {
+        format!("{}|{conn}|{user}", self.node)
+    }
+}
+
+impl Presence for RedisPresence {
+    fn add<'a>(
+        &'a self,
+        room: &'a str,
+        conn: u64,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+        Box::pin(async move {
+            self.local.add(room, conn, user);
+            let mut c = self.conn.clone();
+            let ttl = self.ttl.as_millis() as u64;
+            let _: () = redis::pipe()
+                .zadd(key(room), self.member(conn, user), now_ms() + ttl)
+                .ignore()
+                .pexpire(key(room), (ttl * 2) as i64)
+                .ignore()
+                .query_async(&mut c)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, room: &'a str, conn: u64) -> BoxFuture<'a, Result<(), PresenceError>> {
+        Box::pin(async move {
+            let Some(user) = self.local.remove(room, conn) else {
+                return Ok(());
+            };
+            let mut c = self.conn.clone();
+            let _: i64 = redis::cmd("ZREM")
+                .arg(key(room))
+                .arg(self.member(conn, &user))
+                .query_async(&mut c)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<String>, PresenceError>> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let entries: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(key(room))
+                .arg(format!("({}", now_ms()))
+                .arg("+inf")
+                .query_async(&mut c)
+                .await?;
+            let users: BTreeSet<String> = entries
+                .into_iter()
+                .filter_map(|e| e.splitn(3, '|').nth(2).map(str::to_owned))
+                .collect();
+            Ok(users.into_iter().collect())
+        })
+    }
+}
+
+struct Heartbeat {
+    conn: ConnectionManager,
+    node: String,
+    ttl: Duration,
+    local: Arc<Local>,
+}
+
+impl Heartbeat {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval((self.ttl / 3).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.beat().await {
+                        tracing::warn!(error = %e, "presence heartbeat failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn beat(&self) -> Result<(), redis::RedisError> {
+        let entries = self.local.snapshot();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let ttl = self.ttl.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        let mut rooms = BTreeSet::new();
+        for (room, conn, user) in &entries {
+            pipe.zadd(key(room), format!("{}|{conn}|{user}", self.node), now + ttl)
+                .ignore();
+            rooms.insert(room);
+        }
+        for room in rooms {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(key(room))
+                .arg("-inf")
+                .arg(now)
+                .ignore();
+            pipe.pexpire(key(room), (ttl * 2) as i64).ignore();
+        }
+        let mut c = self.conn.clone();
+        pipe.query_async::<()>(&mut c).await
+    }
+}

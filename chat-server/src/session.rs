@@ -1,0 +1,473 @@
+//! One WebSocket connection: a reader that handles client frames in order and a
+//! writer that drains the bounded outbound queue into the socket.
+//!
+//! The reader never blocks on commits: a `send` is published, its commit is
+//! awaited in a set of pending acks polled alongside the socket, so a client can
+//! pipeline sends. The writer batches queued frames into one flush and sends the
+//! close frame when the connection is closed for any reason (1001 shutdown, 1009
+//! too large, 4000 slow consumer).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{FuturesUnordered, SplitSink};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_TOO_BIG, Outbound};
+use crate::protocol::{
+    ChatMessage, ClientFrame, ErrorCode, MessageParts, PresenceEvent, ServerFrame, valid_name,
+};
+use crate::rate::TokenBucket;
+use crate::store::Range;
+use crate::store::batcher::CommitError;
+
+/// Frames written per flush at most.
+const WRITE_BATCH: usize = 256;
+
+struct PendingAck {
+    reference: Option<String>,
+    room: String,
+    seq: u64,
+    outcome: Result<(), CommitError>,
+}
+
+/// A commit being awaited (Sync too, because the session is borrowed across awaits).
+type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PendingAck> + Send + Sync>>;
+
+struct Session {
+    app: Arc<App>,
+    conn: u64,
+    user: String,
+    out: Outbound,
+    rooms: HashSet<String>,
+    bucket: TokenBucket,
+    acks: FuturesUnordered<AckFuture>,
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<String>) {
+    let conn = app.next_conn_id();
+    let (out, rx) = Outbound::new(app.config.outbound_queue, app.metrics.clone());
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, rx, out.clone(), app.clone()));
+    app.metrics.connections.inc();
+    app.metrics.connections_opened.inc();
+    tracing::debug!(conn, %user, "connected");
+
+    let bucket = TokenBucket::new(
+        app.config.rate_per_sec,
+        app.config.rate_burst,
+        Instant::now(),
+    );
+    let mut s = Session {
+        app: app.clone(),
+        conn,
+        user,
+        out: out.clone(),
+        rooms: HashSet::new(),
+        bucket,
+        acks: FuturesUnordered::new(),
+    };
+    for room in rooms {
+        s.join(room, None).await;
+    }
+    loop {
+        tokio::select! {
+            _ = out.closed() => break,
+            _ = app.shutdown.cancelled() => {
+                out.close(CLOSE_GOING_AWAY, "going away");
+                break;
+            }
+            Some(ack) = s.acks.next(), if !s.acks.is_empty() => s.acked(ack),
+            msg = stream.next() => match msg {
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Text(text))) => s.frame(&text).await,
+                Some(Ok(Message::Binary(_))) => {
+                    s.error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None)
+                }
+                Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
+                Some(Err(e)) => {
+                    if too_large(e) {
+                        out.close(CLOSE_TOO_BIG, "frame too large");
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    // Commits already queued still complete; acks can no longer be delivered.
+    s.leave_all().await;
+    out.close(1000, "");
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    app.metrics.connections.dec();
+    tracing::debug!(conn, "disconnected");
+}
+
+fn too_large(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Utf8Bytes>,
+    out: Outbound,
+    app: Arc<App>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = out.closed() => break,
+            _ = app.shutdown.cancelled() => {
+                out.close(CLOSE_GOING_AWAY, "going away");
+                break;
+            }
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+                let mut n = 1;
+                while n < WRITE_BATCH {
+                    let Ok(frame) = rx.try_recv() else { break };
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                    n += 1;
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(close) = out.close_reason().filter(|c| c.code != 1000) {
+        let frame = CloseFrame {
+            code: close.code,
+            reason: close.reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    } else {
+        let _ = sink.send(Message::Close(None)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Session {
+    fn push(&self, frame: ServerFrame<'_>) {
+        self.out.push(frame.to_json().into());
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, reference: Option<&str>) {
+        self.app.metrics.error(code);
+        self.push(ServerFrame::Error {
+            code,
+            message,
+            reference,
+        });
+    }
+
+    async fn frame(&mut self, text: &str) {
+        if !self.bucket.try_take(Instant::now()) {
+            let reference = ClientFrame::parse(text).ok().and_then(|f| match f {
+                ClientFrame::Send { reference, .. } => reference,
+                _ => None,
+            });
+            let message = format!(
+                "more than {} frames per second (bursts of {}); frame dropped",
+                self.app.config.rate_per_sec, self.app.config.rate_burst
+            );
+            return self.error(ErrorCode::RateLimited, &message, reference.as_deref());
+        }
+        match ClientFrame::parse(text) {
+            Err(e) => self.error(ErrorCode::BadRequest, &e.message, e.reference.as_deref()),
+            Ok(ClientFrame::Ping) => self.push(ServerFrame::Pong),
+            Ok(ClientFrame::Join { room, since }) => self.join(room, since).await,
+            Ok(ClientFrame::Leave { room }) => self.leave(room).await,
+            Ok(ClientFrame::Send {
+                room,
+                body,
+                reference,
+            }) => self.send(room, body, reference).await,
+            Ok(ClientFrame::History {
+                room,
+                before,
+                limit,
+            }) => self.history(room, before, limit).await,
+        }
+    }
+
+    fn check_room(&self, room: &str, reference: Option<&str>) -> bool {
+        if valid_name(room) {
+            return true;
+        }
+        let message = format!(
+            "room name must match ^[A-Za-z0-9_.:-]{{1,64}}$ (got {:?})",
+            truncate(room)
+        );
+        self.error(ErrorCode::InvalidRoom, &message, reference);
+        false
+    }
+
+    async fn join(&mut self, room: String, since: Option<u64>) {
+        if !self.check_room(&room, None) {
+            return;
+        }
+        let rejoin = self.rooms.contains(&room);
+        if !rejoin && self.rooms.len() >= self.app.config.max_rooms_per_connection {
+            let message = format!(
+                "a connection may be in at most {} rooms",
+                self.app.config.max_rooms_per_connection
+            );
+            return self.error(ErrorCode::TooManyRooms, &message, None);
+        }
+        let hub = &self.app.hub;
+        if rejoin {
+            // A second join restarts the room's stream from `since`.
+            hub.leave(&room, self.conn);
+            self.rooms.remove(&room);
+        }
+        let last_seq = match hub.join(&room, self.conn, self.out.clone()).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                if rejoin {
+                    self.drop_presence(&room).await;
+                }
+                return self.error(
+                    ErrorCode::Unavailable,
+                    &format!("cannot join {room}: {e}"),
+                    None,
+                );
+            }
+        };
+        let presence = &self.app.presence;
+        let members = async {
+            if !rejoin {
+                presence.add(&room, self.conn, &self.user).await?;
+            }
+            presence.members(&room).await
+        };
+        let members = match members.await {
+            Ok(m) => m,
+            Err(e) => {
+                hub.leave(&room, self.conn);
+                let _ = presence.remove(&room, self.conn).await;
+                return self.error(
+                    ErrorCode::Unavailable,
+                    &format!("cannot join {room}: {e}"),
+                    None,
+                );
+            }
+        };
+        self.rooms.insert(room.clone());
+        self.push(ServerFrame::Joined {
+            room: &room,
+            user: &self.user,
+            members: &members,
+            last_seq,
+        });
+        if !rejoin {
+            self.announce(&room, PresenceEvent::Join).await;
+        }
+        let delivered = match since {
+            Some(since) if since < last_seq => {
+                match hub.replay(&room, since, last_seq, &self.out).await {
+                    Ok(seq) => seq,
+                    Err(e) => {
+                        let message = format!(
+                            "cannot replay {room} after seq {since}: {e}; rejoin with since"
+                        );
+                        self.error(ErrorCode::Unavailable, &message, None);
+                        self.rooms.remove(&room);
+                        hub.leave(&room, self.conn);
+                        self.drop_presence(&room).await;
+                        return;
+                    }
+                }
+            }
+            _ => last_seq,
+        };
+        hub.live(&room, self.conn, delivered);
+    }
+
+    async fn announce(&self, room: &str, event: PresenceEvent) {
+        let frame = ServerFrame::Presence {
+            room,
+            event,
+            user: &self.user,
+        }
+        .to_json();
+        if let Err(e) = self
+            .app
+            .broker
+            .publish_presence(room, self.conn, frame)
+            .await
+        {
+            tracing::warn!(room, error = %e, "presence event not published");
+        }
+    }
+
+    async fn drop_presence(&self, room: &str) {
+        if let Err(e) = self.app.presence.remove(room, self.conn).await {
+            tracing::warn!(room, error = %e, "presence entry not removed (it expires)");
+        }
+        self.announce(room, PresenceEvent::Leave).await;
+    }
+
+    async fn leave(&mut self, room: String) {
+        if !self.check_room(&room, None) {
+            return;
+        }
+        if !self.rooms.remove(&room) {
+            return self.error(ErrorCode::NotMember, &format!("not in room {room}"), None);
+        }
+        self.app.hub.leave(&room, self.conn);
+        self.drop_presence(&room).await;
+        self.push(ServerFrame::Left { room: &room });
+    }
+
+    async fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.app.hub.leave(&room, self.conn);
+            self.drop_presence(&room).await;
+        }
+    }
+
+    async fn send(&mut self, room: String, body: String, reference: Option<String>) {
+        let r = reference.as_deref();
+        if !self.check_room(&room, r) {
+            return;
+        }
+        if !self.rooms.contains(&room) {
+            return self.error(
+                ErrorCode::NotMember,
+                &format!("join room '{room}' before sending to it"),
+                r,
+            );
+        }
+        if body.len() > self.app.config.max_body_bytes {
+            let message = format!(
+                "body is {} bytes; the limit is {}",
+                body.len(),
+                self.app.config.max_body_bytes
+            );
+            return self.error(ErrorCode::TooLarge, &message, r);
+        }
+        let batcher = &self.app.batcher;
+        if batcher.store_down() {
+            return self.error(
+                ErrorCode::Unavailable,
+                "history store is down; message not accepted",
+                r,
+            );
+        }
+        // Reserve the commit slot first: a published message always gets stored.
+        let Some(slot) = batcher.reserve().await else {
+            return self.error(
+                ErrorCode::Unavailable,
+                "server is shutting down; message not accepted",
+                r,
+            );
+        };
+        let ts = now_ms();
+        let parts = MessageParts::new(&room, &self.user, &body, ts);
+        let seq = match self.app.hub.publish(&room, &parts).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                return self.error(
+                    ErrorCode::Unavailable,
+                    &format!("message not accepted: {e}"),
+                    r,
+                );
+            }
+        };
+        self.app.metrics.messages_received.inc();
+        let commit = slot.submit(ChatMessage {
+            room: room.clone(),
+            seq,
+            user: self.user.clone(),
+            body,
+            ts,
+        });
+        self.acks.push(Box::pin(async move {
+            let outcome = commit.await.unwrap_or(Err(CommitError::Aborted));
+            PendingAck {
+                reference,
+                room,
+                seq,
+                outcome,
+            }
+        }));
+    }
+
+    fn acked(&self, ack: PendingAck) {
+        let reference = ack.reference.as_deref();
+        match ack.outcome {
+            Ok(()) => self.push(ServerFrame::Ack {
+                reference,
+                room: &ack.room,
+                seq: ack.seq,
+            }),
+            Err(e) => self.error(
+                ErrorCode::Unavailable,
+                &format!("message {} not stored: {e}", ack.seq),
+                reference,
+            ),
+        }
+    }
+
+    async fn history(&mut self, room: String, before: Option<u64>, limit: Option<u32>) {
+        if !self.check_room(&room, None) {
+            return;
+        }
+        let max = self.app.config.history_max_limit;
+        let limit = limit.unwrap_or(50.min(max));
+        if !(1..=max).contains(&limit) {
+            return self.error(
+                ErrorCode::BadRequest,
+                &format!("limit must be within 1..={max}"),
+                None,
+            );
+        }
+        match self
+            .app
+            .store
+            .range(
+                &room,
+                Range {
+                    after: None,
+                    before,
+                    limit,
+                },
+            )
+            .await
+        {
+            Ok(messages) => self.push(ServerFrame::History {
+                room: &room,
+                messages: &messages,
+            }),
+            Err(e) => self.error(
+                ErrorCode::Unavailable,
+                &format!("history unavailable: {e}"),
+                None,
+            ),
+        }
+    }
+}
+
+/// A name cut to a printable length for error messages.
+fn truncate(s: &str) -> String {
+    s.chars().take(70).collect()
+}

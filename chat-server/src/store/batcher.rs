@@ -1,0 +1,343 @@
+//! Group commit: many accepted messages become one multi-row INSERT.
+//!
+//! Sessions reserve a slot *before* they publish (so a published message always has
+//! a place in the queue), then submit the message and await its [`Commit`]. One
+//! task drains up to `max_batch` rows per INSERT. On a store error it keeps the rows
+//! and retries with backoff, marking the store down so new sends are refused
+//! up-front; a success marks it up again. On shutdown the queue is closed and
+//! drained, so everything accepted is flushed before the process exits.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::HistoryStore;
+use crate::metrics::Metrics;
+use crate::protocol::ChatMessage;
+
+/// The outcome of one message's commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("seq {0} of this room was already stored with other content")]
+    Conflict(u64),
+    #[error("the server stopped before the message was committed")]
+    Aborted,
+}
+
+/// Resolves when the message is durable.
+pub type Commit = oneshot::Receiver<Result<(), CommitError>>;
+
+struct Job {
+    msg: ChatMessage,
+    accepted: Instant,
+    done: oneshot::Sender<Result<(), CommitError>>,
+}
+
+/// Handle to the batcher task: reserve a slot, then submit.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    down: Arc<AtomicBool>,
+}
+
+/// A reserved queue slot.
+pub struct Slot<'a> {
+    permit: mpsc::Permit<'a, Job>,
+}
+
+impl Slot<'_> {
+    pub fn submit(self, msg: ChatMessage) -> Commit {
+        let (done, commit) = oneshot::channel();
+        self.permit.send(Job {
+            msg,
+            accepted: Instant::now(),
+            done,
+        });
+        commit
+    }
+}
+
+impl Batcher {
+    pub fn spawn(
+        store: Arc<dyn HistoryStore>,
+        max_batch: usize,
+        queue: usize,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Batcher, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let down = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            store,
+            rx,
+            max_batch: max_batch.max(1),
+            metrics,
+            down: down.clone(),
+        };
+        let handle = tokio::spawn(worker.run(shutdown));
+        (Batcher { tx, down }, handle)
+    }
+
+    /// Whether the last write (or probe) failed: new sends are refused while it is.
+    pub fn store_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a queue slot; `None` once the batcher shut down.
+    pub async fn reserve(&self) -> Option<Slot<'_>> {
+        self.tx.reserve().await.ok().map(|permit| Slot { permit })
+    }
+}
+
+struct Worker {
+    store: Arc<dyn HistoryStore>,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+    down: Arc<AtomicBool>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl Worker {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut batch, self.max_batch) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.commit(&mut batch).await;
+                }
+                _ = shutdown.cancelled(), if !closed => {
+                    // Refuse new slots; what is queued (and reserved) still drains.
+                    self.rx.close();
+                    closed = true;
+                }
+                _ = tokio::time::sleep(BACKOFF_MAX), if self.down.load(Ordering::Relaxed) => {
+                    // Nothing to write, but the store is marked down: probe it so
+                    // sends are accepted again as soon as it is back.
+                    if self.store.ping().await.is_ok() {
+                        self.set_down(false, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one batch, retrying until it is committed.
+    async fn commit(&self, batch: &mut Vec<Job>) {
+        let rows: Vec<ChatMessage> = batch.iter().map(|j| j.msg.clone()).collect();
+        let mut backoff = BACKOFF_MIN;
+        let inserted = loop {
+            match self.store.insert(&rows).await {
+                Ok(keys) => break keys,
+                Err(e) => {
+                    self.set_down(true, Some(&e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        };
+        self.set_down(false, None);
+        self.metrics.persist_batch.observe(rows.len() as f64);
+        let inserted: HashSet<(String, u64)> = inserted.into_iter().collect();
+        for job in batch.drain(..) {
+            let key = (job.msg.room.clone(), job.msg.seq);
+            let outcome = if inserted.contains(&key) {
+                Ok(())
+            } else {
+                self.check_existing(&job.msg).await
+            };
+            self.metrics
+                .persist_latency
+                .observe(job.accepted.elapsed().as_secs_f64());
+            // The session may be gone; the row is stored either way.
+            let _ = job.done.send(outcome);
+        }
+    }
+
+    /// A key that already existed: fine if it is this very message (a retried
+    /// insert that had committed), a conflict otherwise (never acked).
+    async fn check_existing(&self, msg: &ChatMessage) -> Result<(), CommitError> {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.store.get(&msg.room, msg.seq).await {
+                Ok(Some(stored)) if stored == *msg => return Ok(()),
+                Ok(_) => {
+                    tracing::error!(room = %msg.room, seq = msg.seq, "seq conflict in the history store");
+                    return Err(CommitError::Conflict(msg.seq));
+                }
+                Err(e) => {
+                    self.set_down(true, Some(&e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn set_down(&self, down: bool, reason: Option<&str>) {
+        let was = self.down.swap(down, Ordering::Relaxed);
+        match (was, down) {
+            (false, true) => tracing::warn!(
+                reason = reason.unwrap_or(""),
+                "history store down; refusing sends"
+            ),
+            (true, false) => tracing::info!("history store back; accepting sends"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{BoxFuture, Range, StoreError};
+    use std::sync::Mutex;
+
+    fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
+        ChatMessage {
+            room: room.into(),
+            seq,
+            user: "u".into(),
+            body: body.into(),
+            ts: 1,
+        }
+    }
+
+    /// A real SQLite store whose writes can be made to fail, and which records
+    /// the size of each insert.
+    struct Flaky {
+        inner: SqliteStore,
+        fail: AtomicBool,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    impl HistoryStore for Flaky {
+        fn insert(
+            &self,
+            rows: &[ChatMessage],
+        ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+            self.sizes.lock().unwrap().push(rows.len());
+            if self.fail.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(StoreError::Db(sqlx::Error::PoolTimedOut)) });
+            }
+            self.inner.insert(rows)
+        }
+        fn get<'a>(
+            &'a self,
+            room: &'a str,
+            seq: u64,
+        ) -> BoxFuture<'a, Result<Option<ChatMessage>, StoreError>> {
+            self.inner.get(room, seq)
+        }
+        fn range<'a>(
+            &'a self,
+            room: &'a str,
+            r: Range,
+        ) -> BoxFuture<'a, Result<Vec<ChatMessage>, StoreError>> {
+            self.inner.range(room, r)
+        }
+        fn max_seq<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+            self.inner.max_seq(room)
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.inner.ping()
+        }
+    }
+
+    async fn flaky(dir: &std::path::Path) -> Arc<Flaky> {
+        let inner = SqliteStore::open(&dir.join("h.db")).await.unwrap();
+        Arc::new(Flaky {
+            inner,
+            fail: AtomicBool::new(false),
+            sizes: Mutex::new(vec![]),
+        })
+    }
+
+    fn tempdir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("chat-batcher-{name}-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn groups_rows_and_survives_store_errors() {
+        let dir = tempdir("group");
+        let store = flaky(&dir).await;
+        let shutdown = CancellationToken::new();
+        let (b, handle) = Batcher::spawn(
+            store.clone(),
+            100,
+            1000,
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+        );
+
+        store.fail.store(true, Ordering::SeqCst);
+        let mut commits = Vec::new();
+        for seq in 1..=50 {
+            commits.push(b.reserve().await.unwrap().submit(msg("r", seq, "x")));
+        }
+        // Wait until the batcher has seen a failure (bounded, not timed).
+        let until = Instant::now() + Duration::from_secs(10);
+        while !b.store_down() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(b.store_down());
+        store.fail.store(false, Ordering::SeqCst);
+        for c in commits {
+            assert_eq!(
+                tokio::time::timeout(Duration::from_secs(10), c)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                Ok(())
+            );
+        }
+        assert!(!b.store_down());
+        // Rows were grouped: far fewer inserts than rows.
+        assert!(store.sizes.lock().unwrap().iter().any(|&n| n > 1));
+        let rows = store
+            .range(
+                "r",
+                Range {
+                    after: Some(0),
+                    before: None,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 50);
+        assert!(rows.iter().enumerate().all(|(i, m)| m.seq == i as u64 + 1));
+
+        // A different message under an existing key is a conflict, never an ack;
+        // the same message again is fine (an idempotent retry).
+        let same = b.reserve().await.unwrap().submit(msg("r", 1, "x"));
+        let other = b.reserve().await.unwrap().submit(msg("r", 2, "different"));
+        assert_eq!(same.await.unwrap(), Ok(()));
+        assert_eq!(other.await.unwrap(), Err(CommitError::Conflict(2)));
+
+        // Shutdown drains what was queued.
+        let last = b.reserve().await.unwrap().submit(msg("r", 51, "x"));
+        shutdown.cancel();
+        assert_eq!(last.await.unwrap(), Ok(()));
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
