@@ -303,7 +303,11 @@ class Validator:
         try:
             kv.validate(obj, kube_version, strict=True)
         except kv.ValidationError as error:
-            return [f"{field_path(list(error.path))}: {error.message}"]
+            hint = ""
+            if isinstance(error.instance, bool) and "string" in str(error.validator_value):
+                hint = (" (an unquoted yes/no/on/off is a boolean in YAML 1.1, which is how"
+                        " kubectl reads it: the emitter must quote it)")
+            return [f"{field_path(list(error.path))}: {error.message}{hint}"]
         except kv.SchemaNotFoundError as error:
             return [f"{error.message} (a typo, a removed API, or a custom resource whose CRD was not given with --crd)"]
         return []
