@@ -1,0 +1,88 @@
+//! The operator's errors.
+//!
+//! Every variant maps to a short, bounded [`Error::metric_label`], so the
+//! `errors by reason` metric cannot explode in cardinality, and every message
+//! names the object involved but never a secret value.
+
+/// Everything that can go wrong while reconciling or rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed (network, conflict, validation, permissions).
+    #[error("{action} {object}: {source}")]
+    Kube {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The ChatCluster's spec breaks a rule the operator cannot build around.
+    #[error("invalid ChatCluster {name}: {}", problems.join("; "))]
+    InvalidSpec { name: String, problems: Vec<String> },
+
+    /// A Secret referenced by an External backend is missing or lacks its key.
+    #[error("{backend} secret {secret}: {reason}")]
+    MissingSecret {
+        backend: &'static str,
+        secret: String,
+        reason: String,
+    },
+
+    /// The finalizer machinery failed (adding or removing the finalizer, or cleanup).
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    /// `operator render` could not read or parse its input.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Error {
+    /// A bounded label for the `errors by reason` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::InvalidSpec { .. } => "invalid_spec",
+            Error::MissingSecret { .. } => "missing_secret",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+            Error::Input(_) => "input",
+        }
+    }
+
+    /// Wraps a kube error with what was being done to which object.
+    pub fn kube(
+        action: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Self {
+        let object = object.into();
+        move |source| Error::Kube {
+            action,
+            object,
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalizer_errors_report_the_inner_label() {
+        let inner = Error::MissingSecret {
+            backend: "postgres",
+            secret: "pg".into(),
+            reason: "not found".into(),
+        };
+        let e = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(
+            inner,
+        )));
+        assert_eq!(e.metric_label(), "missing_secret");
+    }
+}

@@ -1,0 +1,232 @@
+//! The managed Redis: a one-replica StatefulSet and its headless Service.
+//!
+//! A StatefulSet (rather than a Deployment) gives Redis a stable identity and,
+//! with persistence on, a volumeClaimTemplate, so an append-only file survives
+//! restarts. Without persistence, data lives in an emptyDir: the chat history is
+//! in PostgreSQL, and Redis only holds counters and presence that PostgreSQL's
+//! sequence numbers and the presence TTL recover from.
+
+use crds::ChatCluster;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::meta::{Component, Names, child_meta};
+use crate::pod::{container_security_context, pod_security_context, resources_or};
+
+pub const REDIS_PORT: i32 = 6379;
+/// The uid of the `redis` user in the official images.
+const REDIS_UID: i64 = 999;
+const DATA_VOLUME: &str = "data";
+
+/// `redis://<name>-redis.<ns>.svc:6379`, the managed Redis URL.
+pub fn url(names: &Names) -> String {
+    format!("redis://{}:{REDIS_PORT}", names.host(&names.redis()))
+}
+
+pub fn service(cc: &ChatCluster) -> Service {
+    let names = Names::of(cc);
+    Service {
+        metadata: child_meta(cc, names.redis(), Component::Redis),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(names.selector_labels(Component::Redis)),
+            ports: Some(vec![ServicePort {
+                name: Some("redis".into()),
+                port: REDIS_PORT,
+                target_port: Some(IntOrString::String("redis".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
+    let names = Names::of(cc);
+    let spec = &cc.spec.redis;
+    let persistent = spec.persistence.enabled;
+    // One argument per directive: redis-server joins its argv into config lines,
+    // and a bare `yes` list item would read as a boolean to YAML 1.1 tools
+    // (kubectl, PyYAML) when the object is rendered.
+    let mut args = vec![format!("--port {REDIS_PORT}"), "--dir /data".to_string()];
+    if persistent {
+        args.push("--appendonly yes".into());
+    } else {
+        args.extend(["--save \"\"".to_string(), "--appendonly no".to_string()]);
+    }
+    let probe = |initial: i32| Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["redis-cli".into(), "ping".into()]),
+        }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(10),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "redis".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: REDIS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(resources_or(&spec.resources, "50m", "64Mi", "256Mi")),
+        liveness_probe: Some(probe(15)),
+        readiness_probe: Some(probe(2)),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: "/data".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    let (volumes, claims) = if persistent {
+        (
+            None,
+            Some(vec![claim_template(
+                &names,
+                Component::Redis,
+                &spec.persistence.size,
+                None,
+            )]),
+        )
+    } else {
+        let empty_dir = Volume {
+            name: DATA_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        };
+        (Some(vec![empty_dir]), None)
+    };
+    StatefulSet {
+        metadata: child_meta(cc, names.redis(), Component::Redis),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names.redis()),
+            selector: LabelSelector {
+                match_labels: Some(names.selector_labels(Component::Redis)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(names.labels(Component::Redis)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod_security_context(REDIS_UID)),
+                    containers: vec![container],
+                    volumes,
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claims,
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// A volumeClaimTemplate named `data`, labelled with the component's labels so the
+/// finalizer can find the claims the StatefulSet controller creates from it.
+pub fn claim_template(
+    names: &Names,
+    component: Component,
+    size: &str,
+    storage_class: Option<&str>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(names.labels(component)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage_class.map(String::from),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_string(), Quantity(size.into()))].into()),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::ChatClusterSpec;
+
+    fn cluster() -> ChatCluster {
+        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
+        cc.metadata.namespace = Some("ns".into());
+        cc
+    }
+
+    #[test]
+    fn ephemeral_by_default() {
+        let sts = stateful_set(&cluster());
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert!(spec.volume_claim_templates.is_none());
+        let pod = spec.template.spec.unwrap();
+        assert!(pod.volumes.unwrap()[0].empty_dir.is_some());
+        assert!(pod.containers[0].readiness_probe.is_some());
+        assert!(pod.containers[0].liveness_probe.is_some());
+    }
+
+    #[test]
+    fn persistence_adds_a_claim_template() {
+        let mut cc = cluster();
+        cc.spec.redis.persistence.enabled = true;
+        cc.spec.redis.persistence.size = "5Gi".into();
+        let spec = stateful_set(&cc).spec.unwrap();
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let requests = claim
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref();
+        assert_eq!(requests.unwrap()["storage"], Quantity("5Gi".into()));
+        assert!(
+            spec.template.spec.unwrap().containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--appendonly yes".to_string())
+        );
+    }
+
+    #[test]
+    fn service_selects_redis_pods() {
+        let svc = service(&cluster());
+        assert_eq!(svc.metadata.name.as_deref(), Some("demo-redis"));
+        let selector = svc.spec.unwrap().selector.unwrap();
+        assert_eq!(selector["app.kubernetes.io/component"], "redis");
+        assert_eq!(
+            url(&Names::of(&cluster())),
+            "redis://demo-redis.ns.svc:6379"
+        );
+    }
+}
