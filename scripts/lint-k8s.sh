@@ -77,6 +77,7 @@ for example in "${examples[@]}"; do
   cargo run -q --locked -p operator -- render -f "$example" >"$work/rendered/$(basename "$example")" \
     || fail "operator render -f $example failed"
 done
+echo "operator render of ${examples[*]}:"
 "$py" "$here/validate.py" validate "${kube_versions[@]}" "$work"/rendered/*.yaml
 "$py" "$here/checkov_skips.py" "$here/checkov-rendered.yaml" "$work/rendered-skips" "$work"/rendered/*.yaml
 
@@ -91,5 +92,5 @@ checkov() {
 }
 mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml | sort)
 checkov --framework kubernetes dockerfile -f "${k8s_files[@]}" Dockerfile.server Dockerfile.operator
-echo "rendered from ${examples[*]}:"
+echo "operator render of ${examples[*]}:"
 checkov --framework kubernetes -f "$work"/rendered-skips/*.yaml

@@ -32,5 +32,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "kubernetes manifests, CRD, Dockerfiles"
+scripts/lint-k8s.sh
+
 echo
 echo "all checks passed"
