@@ -130,3 +130,34 @@ async fn a_room_first_used_on_one_instance_continues_on_the_other() {
     assert_eq!(d.send_acked(&r, "y").await, 4);
     b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn presence_ignores_expired_entries_of_dead_instances() {
+    let db = fresh_database().await;
+    let a = Server::clustered(&db, &[]).await;
+    let r = room();
+    let mut c = a.client(&format!("user=alive&room={r}")).await;
+    c.recv_type("joined").await;
+    // An instance that died left its entry behind, with an expiry in the past.
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 1;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(format!("chat:presence:{r}"))
+        .arg(past)
+        .arg("dead-node|7|ghost")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        http_json(a.addr, &format!("/api/rooms/{r}/members"))
+            .await
+            .1["members"],
+        json!(["alive"])
+    );
+    a.stop().await.unwrap();
+}

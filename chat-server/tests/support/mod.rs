@@ -180,6 +180,11 @@ impl Client {
         }
     }
 
+    /// The next text frame if one arrives within `wait` (a poll, not an assertion).
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.recv()).await.ok()
+    }
+
     /// Skips frames until one of `type`; returns it.
     pub async fn recv_type(&mut self, ty: &str) -> Value {
         loop {
