@@ -182,22 +182,20 @@ async fn members(State(app): State<Arc<App>>, Path(room): Path<String>) -> Respo
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.readiness().await {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": reason })),
-        )
-            .into_response(),
-    }
+    readiness(&app, "ready", "not_ready").await
 }
 
+/// Spring Boot's health shape, for probes written for the Spring version.
 async fn actuator_health(State(app): State<Arc<App>>) -> Response {
+    readiness(&app, "UP", "DOWN").await
+}
+
+async fn readiness(app: &App, up: &str, down: &str) -> Response {
     match app.readiness().await {
-        Ok(()) => Json(json!({ "status": "UP" })).into_response(),
+        Ok(()) => Json(json!({ "status": up })).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "DOWN", "reason": reason })),
+            Json(json!({ "status": down, "reason": reason })),
         )
             .into_response(),
     }

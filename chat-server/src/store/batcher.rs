@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::HistoryStore;
+use super::{BoxFuture, HistoryStore, StoreError};
 use crate::metrics::Metrics;
 use crate::protocol::ChatMessage;
 
@@ -136,26 +136,25 @@ impl Worker {
     /// Writes one batch, retrying until it is committed.
     async fn commit(&self, batch: &mut Vec<Job>) {
         let rows: Vec<ChatMessage> = batch.iter().map(|j| j.msg.clone()).collect();
-        let mut backoff = BACKOFF_MIN;
-        let inserted = loop {
-            match self.store.insert(&rows).await {
-                Ok(keys) => break keys,
-                Err(e) => {
-                    self.set_down(true, Some(&e.to_string()));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-        };
-        self.set_down(false, None);
+        let inserted = self.retry(|| self.store.insert(&rows)).await;
         self.metrics.persist_batch.observe(rows.len() as f64);
         let inserted: HashSet<(String, u64)> = inserted.into_iter().collect();
         for job in batch.drain(..) {
-            let key = (job.msg.room.clone(), job.msg.seq);
-            let outcome = if inserted.contains(&key) {
+            let outcome = if inserted.contains(&(job.msg.room.clone(), job.msg.seq)) {
                 Ok(())
             } else {
-                self.check_existing(&job.msg).await
+                // The key already existed: fine if it is this very message (a retried
+                // insert that had committed), a conflict otherwise (never acked).
+                match self
+                    .retry(|| self.store.get(&job.msg.room, job.msg.seq))
+                    .await
+                {
+                    Some(stored) if stored == job.msg => Ok(()),
+                    _ => {
+                        tracing::error!(room = %job.msg.room, seq = job.msg.seq, "seq conflict in the history store");
+                        Err(CommitError::Conflict(job.msg.seq))
+                    }
+                }
             };
             self.metrics
                 .persist_latency
@@ -165,16 +164,14 @@ impl Worker {
         }
     }
 
-    /// A key that already existed: fine if it is this very message (a retried
-    /// insert that had committed), a conflict otherwise (never acked).
-    async fn check_existing(&self, msg: &ChatMessage) -> Result<(), CommitError> {
+    /// Runs a store operation until it succeeds, marking the store down meanwhile.
+    async fn retry<'a, T>(&self, op: impl Fn() -> BoxFuture<'a, Result<T, StoreError>>) -> T {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match self.store.get(&msg.room, msg.seq).await {
-                Ok(Some(stored)) if stored == *msg => return Ok(()),
-                Ok(_) => {
-                    tracing::error!(room = %msg.room, seq = msg.seq, "seq conflict in the history store");
-                    return Err(CommitError::Conflict(msg.seq));
+            match op().await {
+                Ok(value) => {
+                    self.set_down(false, None);
+                    return value;
                 }
                 Err(e) => {
                     self.set_down(true, Some(&e.to_string()));
@@ -201,8 +198,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Range;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{BoxFuture, Range, StoreError};
     use std::sync::Mutex;
 
     fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {

@@ -5,10 +5,6 @@
 //! it). PostgreSQL serves the clustered deployment, SQLite the embedded default; the
 //! [`batcher`] turns single accepted messages into group commits for either.
 
-pub mod batcher;
-pub mod postgres;
-pub mod sqlite;
-
 pub use crate::BoxFuture;
 use crate::protocol::ChatMessage;
 
@@ -52,6 +48,19 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
+/// A `messages` row: room, seq, user_name, body, ts.
+pub(crate) type Row = (String, i64, String, String, i64);
+
+pub(crate) fn into_message((room, seq, user, body, ts): Row) -> ChatMessage {
+    ChatMessage {
+        room,
+        seq: seq.max(0) as u64,
+        user,
+        body,
+        ts: ts.max(0) as u64,
+    }
+}
+
 /// Bounds as the SQL sees them: `seq > lo AND seq < hi`, ascending when `after` was set.
 pub(crate) fn sql_bounds(range: Range) -> (i64, i64, bool) {
     let lo = range.after.map_or(0, clamp);
@@ -63,19 +72,75 @@ pub(crate) fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Builds a message from a row's columns (`seq`/`ts` are BIGINT).
-pub(crate) fn row_message(
-    room: String,
-    seq: i64,
-    user: String,
-    body: String,
-    ts: i64,
-) -> ChatMessage {
-    ChatMessage {
-        room,
-        seq: seq.max(0) as u64,
-        user,
-        body,
-        ts: ts.max(0) as u64,
-    }
+/// The read side of [`HistoryStore`] for a store with a `pool` field. The SQL is the
+/// same on both databases (SQLite accepts `$N` parameters too), so it is written once.
+macro_rules! history_reads {
+    () => {
+        fn get<'a>(
+            &'a self,
+            room: &'a str,
+            seq: u64,
+        ) -> $crate::BoxFuture<'a, Result<Option<$crate::protocol::ChatMessage>, $crate::store::StoreError>> {
+            Box::pin(async move {
+                let row: Option<$crate::store::Row> = sqlx::query_as(
+                    "SELECT room, seq, user_name, body, ts FROM messages WHERE room = $1 AND seq = $2",
+                )
+                .bind(room)
+                .bind($crate::store::clamp(seq))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map($crate::store::into_message))
+            })
+        }
+
+        fn range<'a>(
+            &'a self,
+            room: &'a str,
+            range: $crate::store::Range,
+        ) -> $crate::BoxFuture<'a, Result<Vec<$crate::protocol::ChatMessage>, $crate::store::StoreError>> {
+            Box::pin(async move {
+                let (lo, hi, ascending) = $crate::store::sql_bounds(range);
+                let sql = if ascending {
+                    "SELECT room, seq, user_name, body, ts FROM messages \
+                     WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4"
+                } else {
+                    "SELECT room, seq, user_name, body, ts FROM messages \
+                     WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+                };
+                let mut rows: Vec<$crate::store::Row> = sqlx::query_as(sql)
+                    .bind(room)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(i64::from(range.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                if !ascending {
+                    rows.reverse();
+                }
+                Ok(rows.into_iter().map($crate::store::into_message).collect())
+            })
+        }
+
+        fn max_seq<'a>(&'a self, room: &'a str) -> $crate::BoxFuture<'a, Result<u64, $crate::store::StoreError>> {
+            Box::pin(async move {
+                let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE room = $1")
+                    .bind(room)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(max.unwrap_or(0).max(0) as u64)
+            })
+        }
+
+        fn ping(&self) -> $crate::BoxFuture<'_, Result<(), $crate::store::StoreError>> {
+            Box::pin(async move {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            })
+        }
+    };
 }
+pub(crate) use history_reads;
+
+pub mod batcher;
+pub mod postgres;
+pub mod sqlite;

@@ -10,10 +10,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use super::{BoxFuture, HistoryStore, Range, StoreError, clamp, row_message, sql_bounds};
+use super::{BoxFuture, HistoryStore, StoreError, clamp};
 use crate::protocol::ChatMessage;
-
-type Row = (String, i64, String, String, i64);
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -58,69 +56,5 @@ impl HistoryStore for SqliteStore {
         })
     }
 
-    fn get<'a>(
-        &'a self,
-        room: &'a str,
-        seq: u64,
-    ) -> BoxFuture<'a, Result<Option<ChatMessage>, StoreError>> {
-        Box::pin(async move {
-            let row: Option<Row> = sqlx::query_as(
-                "SELECT room, seq, user_name, body, ts FROM messages WHERE room = ?1 AND seq = ?2",
-            )
-            .bind(room)
-            .bind(clamp(seq))
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(row.map(|(r, s, u, b, t)| row_message(r, s, u, b, t)))
-        })
-    }
-
-    fn range<'a>(
-        &'a self,
-        room: &'a str,
-        range: Range,
-    ) -> BoxFuture<'a, Result<Vec<ChatMessage>, StoreError>> {
-        Box::pin(async move {
-            let (lo, hi, ascending) = sql_bounds(range);
-            let sql = if ascending {
-                "SELECT room, seq, user_name, body, ts FROM messages \
-                 WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4"
-            } else {
-                "SELECT room, seq, user_name, body, ts FROM messages \
-                 WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
-            };
-            let mut rows: Vec<Row> = sqlx::query_as(sql)
-                .bind(room)
-                .bind(lo)
-                .bind(hi)
-                .bind(i64::from(range.limit))
-                .fetch_all(&self.pool)
-                .await?;
-            if !ascending {
-                rows.reverse();
-            }
-            Ok(rows
-                .into_iter()
-                .map(|(r, s, u, b, t)| row_message(r, s, u, b, t))
-                .collect())
-        })
-    }
-
-    fn max_seq<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let max: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE room = ?1")
-                    .bind(room)
-                    .fetch_one(&self.pool)
-                    .await?;
-            Ok(max.unwrap_or(0).max(0) as u64)
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
-        })
-    }
+    super::history_reads!();
 }
