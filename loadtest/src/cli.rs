@@ -22,6 +22,7 @@ pub const MAX_CLIENTS: u32 = 1_000_000;
 #[command(
     name = "chat-load",
     version,
+    args_override_self = true,
     about = "WebSocket load generator for chat-server: latency from send to every member, and a delivery audit",
     after_help = "Exit status: 0 all thresholds passed, 1 the run could not be carried out, \
                   2 bad command line, 3 a threshold failed."

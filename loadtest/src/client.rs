@@ -189,7 +189,9 @@ impl Client {
         tokio::pin!(cancelled);
         let send_timer = sleep_until(self.due(0).into());
         tokio::pin!(send_timer);
-        let mut all_sent = shared.rooms[self.room].watch_all_sent();
+        let mut all_sent_rx = shared.rooms[self.room].watch_all_sent();
+        let all_sent = all_sent_rx.wait_for(|done| *done);
+        tokio::pin!(all_sent);
         let send_deadline = shared.at(shared.plan.send_deadline);
 
         loop {
@@ -214,8 +216,9 @@ impl Client {
                         Err(_) => Next::Lost { code: "abnormal".into(), reconnect: true },
                     }
                 }
-                changed = all_sent.wait_for(|done| *done), if !self.room_all_sent => {
-                    self.room_all_sent = changed.is_ok();
+                // Completes once (the sender lives as long as the run).
+                _ = &mut all_sent, if !self.room_all_sent => {
+                    self.room_all_sent = true;
                     Next::Continue
                 }
                 frame = ws.next() => self.on_frame(frame),

@@ -1,6 +1,7 @@
 //! `chat-load`: see `loadtest/README.md`. Thin wrapper over the library:
 //! parse, run, print, write JSON, map the outcome to an exit status.
 
+use std::fs::File;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -20,49 +21,51 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let summary = match loadtest::run::run(&args) {
-        Ok(summary) => summary,
+    match run(&args) {
+        Ok(summary) if summary.passed => ExitCode::SUCCESS,
+        Ok(summary) => {
+            let failed: Vec<_> = summary
+                .failed()
+                .iter()
+                .map(|v| format!("{} (actual {})", v.rule, v.actual))
+                .collect();
+            eprintln!("chat-load: threshold failed: {}", failed.join(", "));
+            ExitCode::from(EXIT_THRESHOLDS)
+        }
         Err(e) => {
             eprintln!("chat-load: {e}");
-            let code = if matches!(e, LoadError::Args(_)) {
+            ExitCode::from(if matches!(e, LoadError::Args(_)) {
                 EXIT_USAGE
             } else {
                 EXIT_ERROR
-            };
-            return ExitCode::from(code);
+            })
         }
-    };
-    if let Err(e) = output(&args, &summary) {
-        eprintln!("chat-load: {e}");
-        return ExitCode::from(EXIT_ERROR);
     }
-    let failed = summary.failed();
-    if failed.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    let rules: Vec<_> = failed
-        .iter()
-        .map(|v| format!("{} (actual {})", v.rule, v.actual))
-        .collect();
-    eprintln!("chat-load: threshold failed: {}", rules.join(", "));
-    ExitCode::from(EXIT_THRESHOLDS)
 }
 
-/// The table on stdout, and the JSON to `--json` (`-`: stdout instead of the table).
-fn output(args: &Args, summary: &Summary) -> Result<(), LoadError> {
-    let json = || serde_json::to_string_pretty(summary).expect("the summary always serializes");
-    match args.json.as_deref() {
-        Some(path) if path.as_os_str() == "-" => println!("{}", json()),
-        Some(path) => {
-            println!("{summary}");
-            std::fs::File::create(path)
-                .and_then(|mut f| writeln!(f, "{}", json()))
-                .map_err(|source| LoadError::Json {
-                    path: path.to_owned(),
-                    source,
-                })?;
+/// Runs, then prints the table on stdout and the JSON to `--json`
+/// (`-`: JSON on stdout instead of the table). The JSON file is created before
+/// the run, so a bad path fails at once rather than after the load.
+fn run(args: &Args) -> Result<Summary, LoadError> {
+    let json_error = |path: &std::path::Path, source| LoadError::Json {
+        path: path.to_owned(),
+        source,
+    };
+    let json_file = match args.json.as_deref() {
+        Some(path) if path.as_os_str() != "-" => {
+            Some((path, File::create(path).map_err(|e| json_error(path, e))?))
         }
+        _ => None,
+    };
+    let summary = loadtest::run::run(args)?;
+    let json = || serde_json::to_string_pretty(&summary).expect("the summary always serializes");
+    match json_file {
+        None if args.json.is_some() => println!("{}", json()),
         None => println!("{summary}"),
+        Some((path, mut file)) => {
+            println!("{summary}");
+            writeln!(file, "{}", json()).map_err(|e| json_error(path, e))?;
+        }
     }
-    Ok(())
+    Ok(summary)
 }

@@ -1,0 +1,553 @@
+//! `chat-load` as a subprocess against real chat-server instances started in
+//! this test process on 127.0.0.1:0: the embedded mode (in-process broker,
+//! SQLite in a temp dir) and two instances sharing Redis and PostgreSQL
+//! (CHAT_TEST_REDIS_URL / CHAT_TEST_DATABASE_URL, a fresh database per test).
+//!
+//! The assertions are about completeness and the contract of the tool (audit
+//! numbers, JSON schema, exit statuses), never about how fast anything was.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any wait in a test (not an assertion on speed).
+const WAIT: Duration = Duration::from_secs(30);
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset (set by scripts/test.sh)"))
+}
+
+fn random_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("chat-load-test-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// chat-server instances running on a runtime owned by the test.
+struct Cluster {
+    rt: Runtime,
+    servers: Vec<Server>,
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        Self {
+            rt,
+            servers: Vec::new(),
+        }
+    }
+
+    /// One embedded instance: in-process broker, SQLite in `dir`.
+    fn embedded(dir: &TempDir) -> Self {
+        let mut cluster = Self::new();
+        cluster.start(&["--sqlite-path", &dir.file("history.db")]);
+        cluster
+    }
+
+    /// `n` instances on the shared Redis and a fresh PostgreSQL database.
+    fn clustered(n: usize) -> Self {
+        let mut cluster = Self::new();
+        let redis = env("CHAT_TEST_REDIS_URL");
+        let database = cluster.rt.block_on(fresh_database());
+        for _ in 0..n {
+            cluster.start(&[
+                "--redis-url",
+                &redis,
+                "--database-url",
+                &database,
+                "--shutdown-grace-secs",
+                "3",
+            ]);
+        }
+        cluster
+    }
+
+    fn start(&mut self, args: &[&str]) {
+        let config = chat_server::Config::parse_from(
+            std::iter::once("chat-server").chain(args.iter().copied()),
+        );
+        let listener = self
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = self
+            .rt
+            .spawn(chat_server::run(listener, config, async move {
+                let _ = stopped.await;
+            }));
+        self.servers.push(Server {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        });
+        self.wait_ready(addr);
+    }
+
+    fn wait_ready(&self, addr: SocketAddr) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while http_get(addr, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chat-server on {addr} never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("ws://{}/ws", s.addr))
+            .collect()
+    }
+
+    /// Triggers the graceful shutdown of instance `i` (its clients get 1001).
+    fn shut_down(&mut self, i: usize) {
+        if let Some(stop) = self.servers[i].stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.servers[i].task.take() {
+            let result = self
+                .rt
+                .block_on(async { tokio::time::timeout(WAIT, task).await });
+            result
+                .expect("chat-server stopped in time")
+                .expect("server task")
+                .expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            if let Some(stop) = server.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        let tasks: Vec<_> = self
+            .servers
+            .iter_mut()
+            .filter_map(|s| s.task.take())
+            .collect();
+        self.rt.block_on(async {
+            for task in tasks {
+                let _ = tokio::time::timeout(WAIT, task).await;
+            }
+        });
+    }
+}
+
+async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let admin = env("CHAT_TEST_DATABASE_URL");
+    let name = format!("chat_load_test_{}", random_suffix());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let (base, _) = admin.rsplit_once('/').expect("the database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// A bare HTTP/1.1 GET; the whole response as text, `None` if unreachable.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// A Prometheus sample of `addr`'s /metrics (0 when absent).
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// The small scenario every test runs: 12 clients in 3 rooms, 3 batches.
+const SMALL: &[&str] = &[
+    "--clients",
+    "12",
+    "--rooms",
+    "3",
+    "--messages",
+    "10",
+    "--batch-size",
+    "4",
+    "--batch-interval",
+    "200ms",
+    "--rate",
+    "20",
+    "--drain-timeout",
+    "5s",
+    "--no-progress",
+];
+
+struct Run {
+    out: Output,
+    json: Value,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    fn u64(&self, pointer: &str) -> u64 {
+        self.json
+            .pointer(pointer)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("{pointer} is not an integer in {:#}", self.json))
+    }
+}
+
+fn chat_load(urls: &[String], args: &[&str], dir: &TempDir) -> Command {
+    let json = dir.file(&format!("summary-{}.json", random_suffix()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-load"));
+    for url in urls {
+        cmd.args(["--url", url]);
+    }
+    cmd.args(SMALL).args(args).args(["--json", &json]);
+    cmd
+}
+
+fn finish(cmd: &mut Command) -> Run {
+    let json_path = cmd
+        .get_args()
+        .skip_while(|a| *a != "--json")
+        .nth(1)
+        .map(PathBuf::from)
+        .expect("--json given");
+    let out = cmd.output().expect("chat-load runs");
+    let text = std::fs::read_to_string(&json_path).unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}); stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Run { out, json }
+}
+
+/// The audit found every owed delivery exactly once, in order.
+fn assert_complete(run: &Run) {
+    let audit = &run.json["audit"];
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "stderr: {}\n{}",
+        run.stderr(),
+        run.stdout()
+    );
+    for zero in [
+        "missing",
+        "duplicated",
+        "out_of_order",
+        "unexpected",
+        "incomplete_members",
+        "lost_acked",
+    ] {
+        assert_eq!(audit[zero], 0, "audit.{zero} in {audit:#}");
+    }
+    assert_eq!(audit["members"], 12, "{audit:#}");
+    assert_eq!(run.u64("/audit/expected"), run.u64("/audit/delivered"));
+    // Every member is owed at least its own messages (the echo) and at most
+    // every message of its room (4 members × 10 messages).
+    let expected = run.u64("/audit/expected");
+    assert!((120..=480).contains(&expected), "expected {expected}");
+    assert_eq!(run.u64("/connections/connected"), 12);
+    assert_eq!(run.u64("/messages/sent"), 120);
+    assert_eq!(run.u64("/messages/acked"), 120);
+    assert_eq!(run.u64("/messages/unacked"), 0);
+    assert_eq!(run.u64("/latency_ms/connect/count"), 12);
+    assert_eq!(run.u64("/latency_ms/ack/count"), 120);
+    assert_eq!(
+        run.u64("/latency_ms/delivery/count"),
+        run.u64("/audit/delivered")
+    );
+    assert_eq!(run.u64("/deliveries/total"), run.u64("/audit/delivered"));
+    assert_eq!(run.json["passed"], true);
+    assert!(run.stdout().contains("result: PASS"), "{}", run.stdout());
+}
+
+#[test]
+fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let run = finish(&mut chat_load(&cluster.urls(), &[], &dir));
+    assert_complete(&run);
+
+    let j = &run.json;
+    assert_eq!(j["schema"], "chat-load/summary/v1");
+    let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected_keys = [
+        "schema",
+        "run",
+        "connections",
+        "messages",
+        "deliveries",
+        "latency_ms",
+        "audit",
+        "errors",
+        "closes",
+        "generator",
+        "thresholds",
+        "passed",
+    ];
+    expected_keys.sort_unstable();
+    assert_eq!(keys, expected_keys);
+    assert_eq!(j["run"]["mode"], "open");
+    assert_eq!(j["run"]["clients"], 12);
+    for histogram in ["connect", "ack", "delivery", "send_lag"] {
+        let h = &j["latency_ms"][histogram];
+        for stat in ["count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"] {
+            assert!(h[stat].is_number(), "latency_ms.{histogram}.{stat}");
+        }
+        assert!(h["p50"].as_f64() <= h["p99"].as_f64() && h["p99"].as_f64() <= h["max"].as_f64());
+    }
+    for number in [
+        "cpu_user_s",
+        "cpu_system_s",
+        "cpu_percent",
+        "deliveries_per_cpu_sec",
+        "max_rss_bytes",
+    ] {
+        assert!(j["generator"][number].is_number(), "generator.{number}");
+    }
+    let rules: Vec<&str> = j["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "missing==0",
+            "duplicated==0",
+            "out_of_order==0",
+            "lost_acked==0"
+        ]
+    );
+}
+
+#[test]
+fn closed_loop_run_is_complete() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let run = finish(&mut chat_load(&cluster.urls(), &["--closed-loop"], &dir));
+    assert_complete(&run);
+    assert_eq!(run.json["run"]["mode"], "closed");
+}
+
+#[test]
+fn two_instances_on_redis_and_postgres_deliver_everything_across_instances() {
+    let dir = TempDir::new();
+    let cluster = Cluster::clustered(2);
+    let run = finish(&mut chat_load(
+        &cluster.urls(),
+        &["--source-ips", "4"],
+        &dir,
+    ));
+    assert_complete(&run);
+    // Both instances carried senders (6 clients × 10 messages each), so each
+    // room spanned both and half of every room's deliveries crossed Redis.
+    for server in &cluster.servers {
+        assert_eq!(
+            metric(server.addr, "chat_messages_received_total"),
+            60.0,
+            "{}",
+            server.addr
+        );
+    }
+}
+
+#[test]
+fn a_violated_threshold_exits_non_zero_and_is_named() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let rules = [
+        "--threshold",
+        "expected<1",
+        "--threshold",
+        "delivery.p99<3600s",
+    ];
+    let run = finish(&mut chat_load(&cluster.urls(), &rules, &dir));
+    assert_eq!(run.code(), Some(3), "stderr: {}", run.stderr());
+    assert!(
+        run.stderr().contains("threshold failed: expected<1"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        !run.stderr().contains("delivery.p99"),
+        "a passed rule is not reported as failed"
+    );
+    assert!(
+        run.stdout().contains("FAIL  expected<1"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(run.json["passed"], false);
+    let verdict = |rule: &str| {
+        run.json["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["rule"] == rule)
+            .unwrap_or_else(|| panic!("{rule} not in thresholds"))
+            .clone()
+    };
+    assert_eq!(verdict("expected<1")["passed"], false);
+    assert_eq!(
+        verdict("expected<1")["actual"].as_f64(),
+        Some(run.u64("/audit/expected") as f64)
+    );
+    assert_eq!(verdict("delivery.p99<3600s")["passed"], true);
+    assert_eq!(verdict("missing==0")["passed"], true);
+}
+
+/// Runs a longer scenario on two instances and shuts the first one down once
+/// it has accepted some messages, i.e. in the middle of the run.
+fn run_through_a_shutdown(max_reconnects: &str) -> Run {
+    let dir = TempDir::new();
+    let mut cluster = Cluster::clustered(2);
+    let mut cmd = chat_load(
+        &cluster.urls(),
+        &[
+            "--batch-size",
+            "12",
+            "--messages",
+            "60",
+            "--max-reconnects",
+            max_reconnects,
+        ],
+        &dir,
+    );
+    let json_path = cmd
+        .get_args()
+        .skip_while(|a| *a != "--json")
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = cluster.servers[0].addr;
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric(first, "chat_messages_received_total") < 24.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic reached {first}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.shut_down(0);
+    let out = child.wait_with_output().unwrap();
+    let json = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap_or_default())
+        .unwrap_or_else(|e| {
+            panic!(
+                "no JSON summary ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    Run { out, json }
+}
+
+#[test]
+fn an_instance_shutdown_is_recovered_by_rejoining_with_since() {
+    let run = run_through_a_shutdown("5");
+    let audit = &run.json["audit"];
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "stderr: {}\n{}",
+        run.stderr(),
+        run.stdout()
+    );
+    assert!(run.u64("/closes/1001") > 0, "{:#}", run.json["closes"]);
+    assert!(run.u64("/connections/reconnects") > 0);
+    assert!(run.u64("/audit/recovered") > 0, "{audit:#}");
+    assert_eq!(audit["missing"], 0, "{audit:#}");
+    assert_eq!(audit["lost_acked"], 0, "{audit:#}");
+    assert_eq!(audit["duplicated"], 0, "{audit:#}");
+}
+
+#[test]
+fn lost_deliveries_fail_the_default_threshold() {
+    // Without reconnects, the clients of the stopped instance miss the rest.
+    let run = run_through_a_shutdown("0");
+    assert_eq!(run.code(), Some(3), "stderr: {}", run.stderr());
+    assert!(run.stderr().contains("missing==0"), "{}", run.stderr());
+    assert!(run.u64("/audit/missing") > 0);
+    assert!(run.u64("/audit/incomplete_members") > 0);
+    assert_eq!(run.u64("/connections/reconnects"), 0);
+}
