@@ -22,7 +22,9 @@ impl Progress {
     pub fn new(enabled: bool) -> Self {
         let bar = if enabled && std::io::stderr().is_terminal() {
             let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_msg}")
+            {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(200));

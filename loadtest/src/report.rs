@@ -589,21 +589,7 @@ mod tests {
     fn json_has_the_documented_shape() {
         let v = serde_json::to_value(summary(&[])).unwrap();
         assert_eq!(v["schema"], SCHEMA);
-        for key in [
-            "run",
-            "connections",
-            "messages",
-            "deliveries",
-            "latency_ms",
-            "audit",
-            "errors",
-            "closes",
-            "generator",
-            "thresholds",
-            "passed",
-        ] {
-            assert!(v.get(key).is_some(), "{key}");
-        }
+        // The full key set is checked end to end in tests/load.rs.
         assert_eq!(v["latency_ms"]["delivery"]["p99"], 1.0);
         assert_eq!(v["audit"]["missing"], 1);
         assert_eq!(v["thresholds"][0]["rule"], "missing==0");

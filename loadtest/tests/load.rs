@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
@@ -258,6 +258,11 @@ impl Run {
         String::from_utf8_lossy(&self.out.stdout).into_owned()
     }
 
+    fn assert_exit(&self, code: i32) {
+        let (out, err) = (self.stdout(), self.stderr());
+        assert_eq!(self.code(), Some(code), "stdout: {out}\nstderr: {err}");
+    }
+
     fn u64(&self, pointer: &str) -> u64 {
         self.json
             .pointer(pointer)
@@ -266,45 +271,61 @@ impl Run {
     }
 }
 
-fn chat_load(urls: &[String], args: &[&str], dir: &TempDir) -> Command {
-    let json = dir.file(&format!("summary-{}.json", random_suffix()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-load"));
-    for url in urls {
-        cmd.args(["--url", url]);
-    }
-    cmd.args(SMALL).args(args).args(["--json", &json]);
-    cmd
+/// A `chat-load` invocation with the small scenario and a JSON summary file.
+struct Load {
+    cmd: Command,
+    json_path: PathBuf,
 }
 
-fn finish(cmd: &mut Command) -> Run {
-    let json_path = cmd
-        .get_args()
-        .skip_while(|a| *a != "--json")
-        .nth(1)
-        .map(PathBuf::from)
-        .expect("--json given");
-    let out = cmd.output().expect("chat-load runs");
-    let text = std::fs::read_to_string(&json_path).unwrap_or_default();
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "no JSON summary ({e}); stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    Run { out, json }
+impl Load {
+    fn new(urls: &[String], args: &[&str], dir: &TempDir) -> Self {
+        let json_path = PathBuf::from(dir.file(&format!("summary-{}.json", random_suffix())));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-load"));
+        for url in urls {
+            cmd.args(["--url", url]);
+        }
+        cmd.args(SMALL).args(args).arg("--json").arg(&json_path);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Self { cmd, json_path }
+    }
+
+    fn spawn(mut self) -> Running {
+        let child = self.cmd.spawn().expect("chat-load starts");
+        Running {
+            child,
+            json_path: self.json_path,
+        }
+    }
+
+    fn run(self) -> Run {
+        self.spawn().finish()
+    }
+}
+
+struct Running {
+    child: Child,
+    json_path: PathBuf,
+}
+
+impl Running {
+    fn finish(self) -> Run {
+        let out = self.child.wait_with_output().expect("chat-load runs");
+        let text = std::fs::read_to_string(&self.json_path).unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "no JSON summary ({e}); stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        Run { out, json }
+    }
 }
 
 /// The audit found every owed delivery exactly once, in order.
 fn assert_complete(run: &Run) {
     let audit = &run.json["audit"];
-    assert_eq!(
-        run.code(),
-        Some(0),
-        "stderr: {}\n{}",
-        run.stderr(),
-        run.stdout()
-    );
+    run.assert_exit(0);
     for zero in [
         "missing",
         "duplicated",
@@ -340,7 +361,7 @@ fn assert_complete(run: &Run) {
 fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
     let dir = TempDir::new();
     let cluster = Cluster::embedded(&dir);
-    let run = finish(&mut chat_load(&cluster.urls(), &[], &dir));
+    let run = Load::new(&cluster.urls(), &[], &dir).run();
     assert_complete(&run);
 
     let j = &run.json;
@@ -401,7 +422,7 @@ fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
 fn closed_loop_run_is_complete() {
     let dir = TempDir::new();
     let cluster = Cluster::embedded(&dir);
-    let run = finish(&mut chat_load(&cluster.urls(), &["--closed-loop"], &dir));
+    let run = Load::new(&cluster.urls(), &["--closed-loop"], &dir).run();
     assert_complete(&run);
     assert_eq!(run.json["run"]["mode"], "closed");
 }
@@ -410,11 +431,7 @@ fn closed_loop_run_is_complete() {
 fn two_instances_on_redis_and_postgres_deliver_everything_across_instances() {
     let dir = TempDir::new();
     let cluster = Cluster::clustered(2);
-    let run = finish(&mut chat_load(
-        &cluster.urls(),
-        &["--source-ips", "4"],
-        &dir,
-    ));
+    let run = Load::new(&cluster.urls(), &["--source-ips", "4"], &dir).run();
     assert_complete(&run);
     // Both instances carried senders (6 clients × 10 messages each), so each
     // room spanned both and half of every room's deliveries crossed Redis.
@@ -438,8 +455,8 @@ fn a_violated_threshold_exits_non_zero_and_is_named() {
         "--threshold",
         "delivery.p99<3600s",
     ];
-    let run = finish(&mut chat_load(&cluster.urls(), &rules, &dir));
-    assert_eq!(run.code(), Some(3), "stderr: {}", run.stderr());
+    let run = Load::new(&cluster.urls(), &rules, &dir).run();
+    run.assert_exit(3);
     assert!(
         run.stderr().contains("threshold failed: expected<1"),
         "{}",
@@ -478,29 +495,15 @@ fn a_violated_threshold_exits_non_zero_and_is_named() {
 fn run_through_a_shutdown(max_reconnects: &str) -> Run {
     let dir = TempDir::new();
     let mut cluster = Cluster::clustered(2);
-    let mut cmd = chat_load(
-        &cluster.urls(),
-        &[
-            "--batch-size",
-            "12",
-            "--messages",
-            "60",
-            "--max-reconnects",
-            max_reconnects,
-        ],
-        &dir,
-    );
-    let json_path = cmd
-        .get_args()
-        .skip_while(|a| *a != "--json")
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = [
+        "--batch-size",
+        "12",
+        "--messages",
+        "60",
+        "--max-reconnects",
+        max_reconnects,
+    ];
+    let running = Load::new(&cluster.urls(), &args, &dir).spawn();
     let first = cluster.servers[0].addr;
     let deadline = std::time::Instant::now() + WAIT;
     while metric(first, "chat_messages_received_total") < 24.0 {
@@ -511,28 +514,14 @@ fn run_through_a_shutdown(max_reconnects: &str) -> Run {
         std::thread::sleep(Duration::from_millis(10));
     }
     cluster.shut_down(0);
-    let out = child.wait_with_output().unwrap();
-    let json = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap_or_default())
-        .unwrap_or_else(|e| {
-            panic!(
-                "no JSON summary ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    Run { out, json }
+    running.finish()
 }
 
 #[test]
 fn an_instance_shutdown_is_recovered_by_rejoining_with_since() {
     let run = run_through_a_shutdown("5");
     let audit = &run.json["audit"];
-    assert_eq!(
-        run.code(),
-        Some(0),
-        "stderr: {}\n{}",
-        run.stderr(),
-        run.stdout()
-    );
+    run.assert_exit(0);
     assert!(run.u64("/closes/1001") > 0, "{:#}", run.json["closes"]);
     assert!(run.u64("/connections/reconnects") > 0);
     assert!(run.u64("/audit/recovered") > 0, "{audit:#}");
@@ -545,7 +534,7 @@ fn an_instance_shutdown_is_recovered_by_rejoining_with_since() {
 fn lost_deliveries_fail_the_default_threshold() {
     // Without reconnects, the clients of the stopped instance miss the rest.
     let run = run_through_a_shutdown("0");
-    assert_eq!(run.code(), Some(3), "stderr: {}", run.stderr());
+    run.assert_exit(3);
     assert!(run.stderr().contains("missing==0"), "{}", run.stderr());
     assert!(run.u64("/audit/missing") > 0);
     assert!(run.u64("/audit/incomplete_members") > 0);
