@@ -307,6 +307,7 @@ impl Client {
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
         if let Some(source) = self.source {
+            defer_port_choice(&socket)?;
             socket.bind(source)?;
         }
         socket.set_nodelay(true)?;
@@ -482,6 +483,36 @@ impl Client {
             }
         }
     }
+}
+
+/// IP_BIND_ADDRESS_NO_PORT: with a bound source address, let the kernel pick
+/// the source port at connect time for the full 4-tuple, instead of at bind
+/// time from the ~28k ports that are free for *every* destination.
+#[cfg(target_os = "linux")]
+fn defer_port_choice(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a pointer to a live c_int of the
+    // size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_port_choice(_: &TcpSocket) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn close_code(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
