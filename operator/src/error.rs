@@ -32,6 +32,12 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
+    /// The ChatCluster CRD is missing or does not serve this operator's version.
+    #[error(
+        "the ChatCluster CRD is not installed ({0}); install it with `kubectl apply --server-side -f crds/chatcluster.yaml` (or `operator crd | kubectl apply --server-side -f -`)"
+    )]
+    CrdNotInstalled(String),
+
     /// `operator render` could not read or parse its input.
     #[error("{0}")]
     Input(String),
@@ -49,6 +55,7 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
             },
+            Error::CrdNotInstalled(_) => "crd_not_installed",
             Error::Input(_) => "input",
         }
     }

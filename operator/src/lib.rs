@@ -5,10 +5,14 @@
 //! unit-testable and shared by `operator render` and the controller.
 
 pub mod autoscaler;
+pub mod backoff;
 pub mod children;
+pub mod controller;
 pub mod disruption_budget;
 pub mod error;
+pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod network_policy;
 pub mod pod;
 pub mod postgres;
@@ -16,5 +20,6 @@ pub mod redis;
 pub mod render;
 pub mod secrets;
 pub mod server;
+pub mod status;
 
 pub use error::{Error, Result};

@@ -1,0 +1,637 @@
+//! The real kube-runtime Controller, end to end, against the in-process fake
+//! API server: convergence, drift repair, status, scale, deletion with each
+//! retention policy, and retries after API errors.
+//!
+//! Waits poll the fake's store until a condition holds, with a generous
+//! deadline that only guards against hangs; no assertion depends on timing.
+
+#[allow(dead_code)] // each test binary uses its own part of the shared fake
+mod fake_apiserver;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use crds::ChatCluster;
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use operator::controller::{self, Context, Settings};
+use operator::metrics::Metrics;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "chat";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Harness {
+    fake: FakeApiServer,
+    api: Api<ChatCluster>,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        requeue: Duration::from_secs(300),
+        pending_requeue: Duration::from_millis(200),
+        retry_base: Duration::from_millis(50),
+        retry_max: Duration::from_millis(500),
+    }
+}
+
+async fn install_crd(fake: &FakeApiServer) {
+    Api::<CustomResourceDefinition>::all(fake.client())
+        .create(&PostParams::default(), &ChatCluster::crd())
+        .await
+        .expect("install the CRD");
+}
+
+/// A fake API server with the CRD installed and the controller running.
+async fn start() -> Harness {
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    start_controller(fake).await
+}
+
+async fn start_controller(fake: FakeApiServer) -> Harness {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let client = fake.client();
+    controller::ensure_crd_installed(&client)
+        .await
+        .expect("CRD installed");
+    let mut registry = Registry::default();
+    let metrics = Metrics::default().register(&mut registry);
+    let ctx = Context::new(client.clone(), metrics, settings(), Some("test".into()));
+    let stop = CancellationToken::new();
+    tokio::spawn(controller::run(ctx, stop.clone().cancelled_owned()));
+    Harness {
+        api: Api::namespaced(client, NS),
+        fake,
+        registry: Arc::new(registry),
+        stop,
+    }
+}
+
+async fn create(h: &Harness, name: &str, spec: Value) -> ChatCluster {
+    let cc: ChatCluster = serde_json::from_value(json!({
+        "apiVersion": "chatback.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }))
+    .expect("a valid ChatCluster");
+    h.api
+        .create(&PostParams::default(), &cc)
+        .await
+        .expect("create the ChatCluster")
+}
+
+/// Polls `check` until it returns Some, or panics naming `what` after the deadline.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl Harness {
+    fn cluster(&self, name: &str) -> Option<Value> {
+        self.fake.object("chatback.dev", "chatclusters", NS, name)
+    }
+
+    fn child(&self, group: &str, plural: &str, name: &str) -> Option<Value> {
+        self.fake.object(group, plural, NS, name)
+    }
+
+    fn deployment(&self, name: &str) -> Option<Value> {
+        self.child("apps", "deployments", name)
+    }
+
+    async fn wait_phase(&self, name: &str, phase: &str) -> Value {
+        eventually(&format!("{name} to reach phase {phase}"), || {
+            self.cluster(name)
+                .filter(|cc| cc["status"]["phase"] == phase)
+        })
+        .await
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.fake
+            .objects("events.k8s.io", "events", NS)
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(String::from))
+            .collect()
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode metrics");
+        out
+    }
+}
+
+fn condition<'a>(cc: &'a Value, kind: &str) -> &'a Value {
+    cc["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition in {cc}"))
+}
+
+fn config_hash(deployment: &Value) -> String {
+    deployment["spec"]["template"]["metadata"]["annotations"]["chatback.dev/config-hash"]
+        .as_str()
+        .expect("the config-hash annotation")
+        .to_string()
+}
+
+/// A Secret value as stored (the typed Secret decodes the base64).
+fn decoded(secret: &Value, key: &str) -> String {
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.clone()).expect("a Secret");
+    let data = secret.data.unwrap_or_default();
+    String::from_utf8(data[key].0.clone()).expect("utf-8")
+}
+
+#[tokio::test]
+async fn a_new_cluster_converges_to_ready() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    let cc = h.wait_phase("demo", "Ready").await;
+    let uid = cc["metadata"]["uid"].as_str().unwrap().to_string();
+
+    assert_eq!(
+        cc["metadata"]["finalizers"],
+        json!(["chatback.dev/retention"])
+    );
+    let status = &cc["status"];
+    assert_eq!(status["replicas"], 3);
+    assert_eq!(status["readyReplicas"], 3);
+    assert_eq!(status["endpoint"], "ws://demo.chat.svc:8080/ws");
+    assert_eq!(
+        status["selector"],
+        "app.kubernetes.io/component=server,app.kubernetes.io/instance=demo,app.kubernetes.io/name=chat-server"
+    );
+    assert_eq!(status["observedGeneration"], cc["metadata"]["generation"]);
+    for kind in ["Ready", "RedisReady", "PostgresReady", "ServerReady"] {
+        let c = condition(&cc, kind);
+        assert_eq!(c["status"], "True", "{kind}: {c}");
+        assert_eq!(c["observedGeneration"], cc["metadata"]["generation"]);
+        assert!(c["reason"].is_string() && c["message"].is_string());
+    }
+
+    let children = [
+        ("", "secrets", "demo-secrets"),
+        ("", "configmaps", "demo-config"),
+        ("", "services", "demo"),
+        ("", "services", "demo-redis"),
+        ("", "services", "demo-postgres"),
+        ("apps", "deployments", "demo"),
+        ("apps", "statefulsets", "demo-redis"),
+        ("apps", "statefulsets", "demo-postgres"),
+        ("autoscaling", "horizontalpodautoscalers", "demo"),
+        ("policy", "poddisruptionbudgets", "demo"),
+    ];
+    for (group, plural, name) in children {
+        let child = h
+            .child(group, plural, name)
+            .unwrap_or_else(|| panic!("{plural}/{name} missing"));
+        let owner = &child["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], uid.as_str(), "{plural}/{name}");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(
+            child["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "chatback-operator"
+        );
+        assert_eq!(
+            child["metadata"]["labels"]["app.kubernetes.io/instance"],
+            "demo"
+        );
+    }
+    assert!(
+        h.child("networking.k8s.io", "networkpolicies", "demo-backends")
+            .is_none()
+    );
+    let hpa = h
+        .child("autoscaling", "horizontalpodautoscalers", "demo")
+        .unwrap();
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "ChatCluster");
+
+    // Events name what happened; no secret value leaks into them or the status.
+    let secret = h.child("", "secrets", "demo-secrets").unwrap();
+    let password = decoded(&secret, "postgres-password");
+    assert_eq!(password.len(), 32);
+    let reasons = eventually("the Provisioned and PhaseChanged events", || {
+        let reasons = h.event_reasons();
+        (reasons.contains(&"Provisioned".to_string())
+            && reasons.contains(&"PhaseChanged".to_string()))
+        .then_some(reasons)
+    })
+    .await;
+    assert!(
+        reasons.contains(&"SecretGenerated".to_string()),
+        "{reasons:?}"
+    );
+    let events = serde_json::to_string(&h.fake.objects("events.k8s.io", "events", NS)).unwrap();
+    assert!(!events.contains(&password));
+    assert!(!h.cluster("demo").unwrap().to_string().contains(&password));
+    let deployment = h.deployment("demo").unwrap();
+    assert!(
+        !deployment.to_string().contains(&password),
+        "secrets are referenced, not inlined"
+    );
+}
+
+#[tokio::test]
+async fn a_spec_change_updates_the_deployment_and_rolls_the_hash() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    let before = config_hash(&h.deployment("demo").unwrap());
+    let secret_before = h.child("", "secrets", "demo-secrets").unwrap()["data"].clone();
+
+    let patch =
+        json!({"spec": {"server": {"limits": {"maxConnections": 500}, "logLevel": "debug"}}});
+    h.api
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch the spec");
+
+    let deployment = eventually("the Deployment to roll", || {
+        h.deployment("demo").filter(|d| config_hash(d) != before)
+    })
+    .await;
+    assert_ne!(config_hash(&deployment), before);
+    let config = h.child("", "configmaps", "demo-config").unwrap();
+    assert_eq!(config["data"]["CHAT_MAX_CONNECTIONS"], "500");
+    assert_eq!(config["data"]["RUST_LOG"], "debug");
+    let cc = eventually("the status to observe generation 2", || {
+        h.cluster("demo").filter(|cc| {
+            cc["status"]["observedGeneration"] == 2 && cc["status"]["phase"] == "Ready"
+        })
+    })
+    .await;
+    assert_eq!(cc["metadata"]["generation"], 2);
+    assert_eq!(
+        h.child("", "secrets", "demo-secrets").unwrap()["data"],
+        secret_before,
+        "credentials are never regenerated"
+    );
+    eventually("a ConfigChanged event", || {
+        h.event_reasons()
+            .contains(&"ConfigChanged".to_string())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_and_edited_children_are_restored() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    let client = h.fake.client();
+    let service_uid = h.child("", "services", "demo").unwrap()["metadata"]["uid"].clone();
+
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), NS)
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), NS)
+        .delete("demo-config", &DeleteParams::default())
+        .await
+        .expect("delete the ConfigMap");
+    let restored = eventually("the Service to be recreated", || {
+        h.child("", "services", "demo")
+            .filter(|s| s["metadata"]["uid"] != service_uid)
+    })
+    .await;
+    assert_eq!(restored["spec"]["ports"][0]["name"], "http");
+    eventually("the ConfigMap to be recreated", || {
+        h.child("", "configmaps", "demo-config")
+    })
+    .await;
+
+    let edit = json!({"spec": {"replicas": 7}});
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client, NS)
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit the Deployment");
+    eventually("the Deployment's replicas to be restored", || {
+        h.deployment("demo")
+            .filter(|d| d["spec"]["replicas"] == 3 && d["metadata"]["generation"] != 1)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_turns_ready_only_once_the_children_are_ready() {
+    let h = start().await;
+    h.fake.set_pods_ready(false);
+    create(&h, "demo", json!({})).await;
+    let cc = eventually("the children to report not ready", || {
+        h.cluster("demo").filter(|cc| {
+            cc["status"]["phase"] == "Provisioning"
+                && cc["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "ServerReady" && c["reason"] == "ReplicasNotReady")
+                })
+        })
+    })
+    .await;
+    assert_eq!(condition(&cc, "Ready")["status"], "False");
+    assert_eq!(condition(&cc, "RedisReady")["reason"], "PodsNotReady");
+    assert_eq!(cc["status"]["readyReplicas"], 0);
+
+    h.fake.set_pods_ready(true);
+    let cc = h.wait_phase("demo", "Ready").await;
+    assert_eq!(condition(&cc, "Ready")["status"], "True");
+    assert_eq!(cc["status"]["readyReplicas"], 3);
+}
+
+#[tokio::test]
+async fn the_scale_subresource_drives_the_deployment() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+
+    let scale = json!({"spec": {"replicas": 5}});
+    h.api
+        .patch_scale("demo", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("patch the scale subresource");
+    eventually("the Deployment to follow", || {
+        h.deployment("demo").filter(|d| d["spec"]["replicas"] == 5)
+    })
+    .await;
+    eventually("the status to report 5 replicas", || {
+        h.cluster("demo")
+            .filter(|cc| cc["status"]["replicas"] == 5 && cc["status"]["phase"] == "Ready")
+    })
+    .await;
+    let scale = h
+        .api
+        .get_scale("demo")
+        .await
+        .expect("read the scale subresource");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(5));
+    let status = scale.status.expect("scale status");
+    assert_eq!(status.replicas, 5);
+    assert!(
+        status
+            .selector
+            .unwrap_or_default()
+            .contains("app.kubernetes.io/instance=demo")
+    );
+}
+
+#[tokio::test]
+async fn deletion_with_retain_keeps_the_claims_and_their_secret() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    eventually("the PostgreSQL claim", || {
+        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
+    })
+    .await;
+    let password = decoded(
+        &h.child("", "secrets", "demo-secrets").unwrap(),
+        "postgres-password",
+    );
+
+    h.api
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete the ChatCluster");
+    eventually("the ChatCluster to be gone", || {
+        h.cluster("demo").is_none().then_some(())
+    })
+    .await;
+    for (group, plural, name) in [
+        ("apps", "deployments", "demo"),
+        ("apps", "statefulsets", "demo-postgres"),
+        ("", "services", "demo"),
+        ("", "configmaps", "demo-config"),
+    ] {
+        assert!(
+            h.child(group, plural, name).is_none(),
+            "{plural}/{name} was not collected"
+        );
+    }
+    assert!(
+        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
+            .is_some(),
+        "Retain keeps the claim"
+    );
+    assert!(
+        h.child("", "persistentvolumeclaims", "data-demo-redis-0")
+            .is_none()
+    );
+    let secret = h
+        .child("", "secrets", "demo-secrets")
+        .expect("Retain keeps the Secret");
+    assert!(secret["metadata"].get("ownerReferences").is_none());
+    assert!(h.event_reasons().contains(&"VolumesRetained".to_string()));
+
+    // A new cluster of the same name adopts the kept Secret: same password, owned again.
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    let secret = h.child("", "secrets", "demo-secrets").unwrap();
+    assert_eq!(decoded(&secret, "postgres-password"), password);
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        h.cluster("demo").unwrap()["metadata"]["uid"]
+    );
+}
+
+#[tokio::test]
+async fn deletion_with_delete_removes_the_claims() {
+    let h = start().await;
+    create(
+        &h,
+        "demo",
+        json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
+    )
+    .await;
+    h.wait_phase("demo", "Ready").await;
+    eventually("the PostgreSQL claim", || {
+        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
+    })
+    .await;
+
+    h.api
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete the ChatCluster");
+    eventually("the ChatCluster to be gone", || {
+        h.cluster("demo").is_none().then_some(())
+    })
+    .await;
+    assert!(
+        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
+            .is_none()
+    );
+    assert!(h.child("", "secrets", "demo-secrets").is_none());
+    assert!(h.child("apps", "statefulsets", "demo-postgres").is_none());
+    assert!(h.event_reasons().contains(&"VolumesDeleted".to_string()));
+}
+
+#[tokio::test]
+async fn api_errors_are_retried() {
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    fake.inject_fault(Method::PATCH, "deployments", 3, 500);
+    let h = start_controller(fake).await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    assert_eq!(h.fake.faults_left(), 0, "every injected failure was hit");
+    let metrics = h.metrics_text();
+    assert!(
+        metrics.contains("chatback_operator_reconciliation_errors_total{reason=\"kube\"} 3"),
+        "{metrics}"
+    );
+    eventually("a ReconcileFailed event", || {
+        h.event_reasons()
+            .contains(&"ReconcileFailed".to_string())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn switching_features_off_removes_their_children() {
+    let h = start().await;
+    create(&h, "demo", json!({"networkPolicy": {"enabled": true}})).await;
+    h.wait_phase("demo", "Ready").await;
+    assert!(
+        h.child("networking.k8s.io", "networkpolicies", "demo-backends")
+            .is_some()
+    );
+
+    let patch = json!({"spec": {
+        "autoscaling": {"enabled": false},
+        "podDisruptionBudget": {"enabled": false},
+        "networkPolicy": {"enabled": false},
+        "server": {"replicas": 2},
+    }});
+    h.api
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    eventually("the HPA, PDB and NetworkPolicy to go", || {
+        (h.child("autoscaling", "horizontalpodautoscalers", "demo")
+            .is_none()
+            && h.child("policy", "poddisruptionbudgets", "demo").is_none()
+            && h.child("networking.k8s.io", "networkpolicies", "demo-backends")
+                .is_none())
+        .then_some(())
+    })
+    .await;
+    eventually("the Deployment to follow spec.server.replicas", || {
+        h.deployment("demo").filter(|d| d["spec"]["replicas"] == 2)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn external_postgres_waits_for_its_secret_and_drops_the_managed_one() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+
+    let patch =
+        json!({"spec": {"postgres": {"mode": "External", "secretRef": {"name": "pg-url"}}}});
+    h.api
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let cc = h.wait_phase("demo", "Pending").await;
+    assert_eq!(condition(&cc, "Ready")["reason"], "SecretNotFound");
+    assert!(
+        condition(&cc, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("pg-url/url")
+    );
+
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-url", "namespace": NS},
+        "stringData": {"url": "postgres://chat:pw@db.example:5432/chat"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.fake.client(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the external Secret");
+    let cc = h.wait_phase("demo", "Ready").await;
+    assert_eq!(condition(&cc, "PostgresReady")["reason"], "External");
+    assert!(h.child("apps", "statefulsets", "demo-postgres").is_none());
+    assert!(h.child("", "services", "demo-postgres").is_none());
+    let env = &h.deployment("demo").unwrap()["spec"]["template"]["spec"]["containers"][0]["env"];
+    let database_url = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "DATABASE_URL")
+        .unwrap();
+    assert_eq!(database_url["valueFrom"]["secretKeyRef"]["name"], "pg-url");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_not_half_applied() {
+    let h = start().await;
+    create(
+        &h,
+        "bad",
+        json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+    )
+    .await;
+    let cc = h.wait_phase("bad", "Pending").await;
+    let ready = condition(&cc, "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(ready["message"].as_str().unwrap().contains("minReplicas"));
+    assert!(h.deployment("bad").is_none());
+    assert!(h.child("", "secrets", "bad-secrets").is_none());
+}
+
+#[tokio::test]
+async fn startup_fails_clearly_without_the_crd() {
+    let fake = FakeApiServer::start().await;
+    let error = controller::ensure_crd_installed(&fake.client())
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("CRD is not installed"), "{message}");
+    assert!(
+        message.contains("kubectl apply --server-side -f crds/chatcluster.yaml"),
+        "{message}"
+    );
+    install_crd(&fake).await;
+    controller::ensure_crd_installed(&fake.client())
+        .await
+        .expect("installed now");
+    let names: Vec<String> = Api::<ChatCluster>::namespaced(fake.client(), NS)
+        .list(&Default::default())
+        .await
+        .expect("the CRD is served")
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert!(names.is_empty());
+}

@@ -1,0 +1,518 @@
+//! The fake's REST surface: URL routing, verbs, patch types, watch streams and
+//! discovery, shaped like the real API server's so that kube::Client and
+//! kubectl talk to it unmodified.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+
+use futures::SinkExt;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Shared;
+use super::merge;
+use super::resources::ResourceType;
+use super::store::{ApiError, Applier, Change, Part, Result, Selector};
+
+/// A parsed resource URL.
+struct Target {
+    rt: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(
+        StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &error.to_status(),
+    )
+}
+
+/// The single entry point: every request lands here.
+pub async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let path = uri.path().trim_end_matches('/').to_string();
+    shared.record(&method, &path);
+    if let Some(response) = discovery(&shared, &path) {
+        return response;
+    }
+    let target = {
+        let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        match route(&store, &path) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e),
+        }
+    };
+    if let Some(error) = shared.take_fault(&method, &target.rt.plural) {
+        return error_response(&error);
+    }
+    let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let result = match (method.clone(), target.name.is_some(), watch) {
+        (Method::GET, false, true) => return watch_stream(shared, target, query),
+        (Method::GET, false, false) => list(&shared, &target, &query),
+        (Method::GET, true, _) => get(&shared, &target),
+        (Method::POST, false, _) => create(&shared, &target, &body),
+        (Method::PUT, true, _) => replace(&shared, &target, &body),
+        (Method::PATCH, true, _) => patch(&shared, &target, &query, &headers, &body),
+        (Method::DELETE, true, _) => delete(&shared, &target),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {path}"),
+        )),
+    };
+    match result {
+        Ok((code, body)) => json_response(code, &body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `/api/v1/...` and `/apis/<group>/<version>/...`, namespaced or not.
+fn route(store: &super::store::Store, path: &str) -> Result<Target> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            ));
+        }
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, rest @ ..] => (Some(ns.to_string()), {
+            let mut v = vec![*plural];
+            v.extend_from_slice(rest);
+            v
+        }),
+        rest => (None, rest.to_vec()),
+    };
+    let (plural, name, subresource) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            ));
+        }
+    };
+    let rt = store.resource(group, version, plural).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    })?;
+    if rt.namespaced && name.is_some() && namespace.is_none() {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("{} is namespaced ({path})", rt.plural),
+        ));
+    }
+    if let Some(sub) = &subresource {
+        let known = (sub == "status" && rt.status) || (sub == "scale" && rt.scale.is_some());
+        if !known {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("no subresource {sub} on {}", rt.plural),
+            ));
+        }
+    }
+    Ok(Target {
+        rt,
+        namespace,
+        name,
+        subresource,
+    })
+}
+
+fn ns(target: &Target) -> &str {
+    target.namespace.as_deref().unwrap_or("")
+}
+
+fn name(target: &Target) -> &str {
+    target.name.as_deref().unwrap_or("")
+}
+
+fn part(target: &Target) -> Part {
+    match target.subresource.as_deref() {
+        Some("status") => Part::Status,
+        _ => Part::Main,
+    }
+}
+
+fn is_scale(target: &Target) -> bool {
+    target.subresource.as_deref() == Some("scale")
+}
+
+type Reply = Result<(StatusCode, Value)>;
+
+fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Reply {
+    let selector = Selector::parse(
+        query.get("labelSelector").map(String::as_str),
+        query.get("fieldSelector").map(String::as_str),
+    )?;
+    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    let items = store.list(&target.rt, target.namespace.as_deref(), &selector);
+    Ok((
+        StatusCode::OK,
+        json!({
+            "apiVersion": target.rt.api_version(),
+            "kind": format!("{}List", target.rt.kind),
+            "metadata": {"resourceVersion": store.resource_version().to_string()},
+            "items": items,
+        }),
+    ))
+}
+
+fn get(shared: &Shared, target: &Target) -> Reply {
+    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    let object = if is_scale(target) {
+        store.scale(&target.rt, ns(target), name(target))?
+    } else {
+        store.get(&target.rt, ns(target), name(target))?
+    };
+    Ok((StatusCode::OK, object))
+}
+
+fn parse_body(body: &Bytes) -> Result<Value> {
+    serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice::<Value>(body))
+        .map_err(|e| ApiError::bad_request(format!("the body is neither JSON nor YAML: {e}")))
+}
+
+fn create(shared: &Shared, target: &Target, body: &Bytes) -> Reply {
+    let object = parse_body(body)?;
+    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    let created = store.create(&target.rt, ns(target), object)?;
+    Ok((StatusCode::CREATED, created))
+}
+
+fn replace(shared: &Shared, target: &Target, body: &Bytes) -> Reply {
+    let object = parse_body(body)?;
+    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    if is_scale(target) {
+        return Ok((
+            StatusCode::OK,
+            store.set_scale(&target.rt, ns(target), name(target), &object)?,
+        ));
+    }
+    let updated = store.update(&target.rt, ns(target), name(target), part(target), |live| {
+        *live = object;
+        Ok(())
+    })?;
+    Ok((StatusCode::OK, updated))
+}
+
+fn patch(
+    shared: &Shared,
+    target: &Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Reply {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    if content_type == "application/apply-patch+yaml" {
+        let config = parse_body(body)?;
+        let manager = query.get("fieldManager").cloned().unwrap_or_default();
+        let force = query.get("force").is_some_and(|f| f == "true");
+        if is_scale(target) {
+            let mut scale = store.scale(&target.rt, ns(target), name(target))?;
+            merge::merge_patch(&mut scale, &config);
+            return Ok((
+                StatusCode::OK,
+                store.set_scale(&target.rt, ns(target), name(target), &scale)?,
+            ));
+        }
+        let (object, created) = store.apply(
+            &target.rt,
+            ns(target),
+            name(target),
+            config,
+            Applier {
+                manager: &manager,
+                force,
+            },
+            part(target),
+        )?;
+        let code = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok((code, object));
+    }
+    let patch = parse_body(body)?;
+    let apply_patch = |live: &mut Value| -> Result<()> {
+        match content_type.as_str() {
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                merge::merge_patch(live, &patch);
+                Ok(())
+            }
+            "application/json-patch+json" => {
+                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                for op in ops.0 {
+                    // Like the real server, `test` of a missing path against null succeeds.
+                    if let json_patch::PatchOperation::Test(test) = &op
+                        && test.value.is_null()
+                        && live.pointer(test.path.as_str()).is_none()
+                    {
+                        continue;
+                    }
+                    json_patch::patch(live, &[op]).map_err(|e| {
+                        ApiError::new(
+                            422,
+                            "Invalid",
+                            format!("the JSON patch could not be applied: {e}"),
+                        )
+                    })?;
+                }
+                Ok(())
+            }
+            other => Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("unsupported patch type {other:?}"),
+            )),
+        }
+    };
+    if is_scale(target) {
+        let mut scale = store.scale(&target.rt, ns(target), name(target))?;
+        apply_patch(&mut scale)?;
+        return Ok((
+            StatusCode::OK,
+            store.set_scale(&target.rt, ns(target), name(target), &scale)?,
+        ));
+    }
+    let updated = store.update(
+        &target.rt,
+        ns(target),
+        name(target),
+        part(target),
+        apply_patch,
+    )?;
+    Ok((StatusCode::OK, updated))
+}
+
+fn delete(shared: &Shared, target: &Target) -> Reply {
+    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    let object = store.delete(&target.rt, ns(target), name(target))?;
+    Ok((StatusCode::OK, object))
+}
+
+/// `?watch=true`: the backlog after `resourceVersion`, then live changes, as
+/// newline-delimited JSON events, until `timeoutSeconds` or the server stops.
+fn watch_stream(shared: Arc<Shared>, target: Target, query: HashMap<String, String>) -> Response {
+    let selector = match Selector::parse(
+        query.get("labelSelector").map(String::as_str),
+        query.get("fieldSelector").map(String::as_str),
+    ) {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let since: u64 = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = Duration::from_secs(
+        query
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300),
+    );
+    let (initial, mut receiver) = {
+        let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        // resourceVersion 0 or unset: start with the current state, as ADDED events.
+        let initial: Vec<Value> = if since == 0 {
+            store
+                .list(&target.rt, target.namespace.as_deref(), &selector)
+                .into_iter()
+                .map(|o| json!({"type": "ADDED", "object": o}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let start = if since == 0 {
+            store.resource_version()
+        } else {
+            since
+        };
+        match store.watch(start) {
+            Ok((backlog, receiver)) => {
+                let mut events = initial;
+                events.extend(
+                    backlog
+                        .iter()
+                        .filter(|c| relevant(c, &target, &selector))
+                        .map(|c| event_json(c)),
+                );
+                (events, receiver)
+            }
+            Err(e) => {
+                // The real server reports an expired resourceVersion inside the stream.
+                let body = format!("{}\n", json!({"type": "ERROR", "object": e.to_status()}));
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response();
+            }
+        }
+    };
+    let shutdown = shared.shutdown.clone();
+    let (mut sender, body) =
+        futures::channel::mpsc::channel::<std::result::Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        for event in initial {
+            if sender
+                .send(Ok(Bytes::from(format!("{event}\n"))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            let change = tokio::select! {
+                () = &mut deadline => return,
+                () = shutdown.cancelled() => return,
+                received = receiver.recv() => match received {
+                    Ok(change) => change,
+                    // A lagging watcher is closed; the client re-watches from its last version.
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                },
+            };
+            if relevant(&change, &target, &selector) {
+                let line = Bytes::from(format!("{}\n", event_json(&change)));
+                if sender.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn relevant(change: &Change, target: &Target, selector: &Selector) -> bool {
+    change.group == target.rt.group
+        && change.plural == target.rt.plural
+        && target
+            .namespace
+            .as_deref()
+            .is_none_or(|n| n == change.namespace)
+        && selector.matches(&change.object)
+}
+
+fn event_json(change: &Change) -> Value {
+    json!({"type": change.type_, "object": change.object})
+}
+
+/// `/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`.
+fn discovery(shared: &Shared, path: &str) -> Option<Response> {
+    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    let types = store.types();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let body = match segments.as_slice() {
+        ["version"] => json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake",
+            "gitCommit": "fake", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
+            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        }),
+        ["api"] => json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+        }),
+        ["apis"] => {
+            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+            for t in types.iter().filter(|t| !t.group.is_empty()) {
+                match groups.iter_mut().find(|(g, _)| *g == t.group) {
+                    Some((_, versions)) if !versions.contains(&t.version) => {
+                        versions.push(t.version.clone())
+                    }
+                    Some(_) => {}
+                    None => groups.push((t.group.clone(), vec![t.version.clone()])),
+                }
+            }
+            let groups: Vec<Value> = groups
+                .into_iter()
+                .map(|(group, versions)| {
+                    let versions: Vec<Value> = versions
+                        .iter()
+                        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+                        .collect();
+                    json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
+                })
+                .collect();
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        }
+        ["api", version] => resource_list(types, "", version),
+        ["apis", group, version] => resource_list(types, group, version),
+        _ => return None,
+    };
+    Some(json_response(StatusCode::OK, &body))
+}
+
+fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .flat_map(ResourceType::discovery_entries)
+        .collect();
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}

@@ -1,0 +1,197 @@
+//! Patch semantics: JSON merge patch (RFC 7386), and the parts of server-side
+//! apply the operator relies on.
+//!
+//! Server-side apply is modelled per field manager by remembering each
+//! manager's last applied configuration. Applying again merges the new
+//! configuration into the live object and removes the fields the manager
+//! applied before but no longer does (unless another manager also applies
+//! them). Fields two managers apply with different values conflict, unless
+//! the apply is forced. Lists are atomic, which is exact for every list the
+//! operator writes (it is their only writer).
+
+use serde_json::{Map, Value};
+
+/// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(target_map) = target else {
+        return;
+    };
+    for (key, value) in patch_map {
+        if value.is_null() {
+            target_map.remove(key);
+        } else {
+            merge_patch(target_map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Every leaf path of an applied configuration (objects are walked, anything
+/// else, lists included, is a leaf).
+pub fn leaf_paths(value: &Value) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    walk(value, &mut Vec::new(), &mut out);
+    out
+}
+
+fn walk(value: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                prefix.push(key.clone());
+                walk(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, key| v.get(key))
+}
+
+fn remove_path(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = value;
+    for key in parents {
+        match current.get_mut(key) {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+    if let Value::Object(map) = current {
+        map.remove(last);
+    }
+}
+
+/// Objects merge recursively; anything else replaces.
+fn deep_merge(target: &mut Value, source: &Value) {
+    match (target, source) {
+        (Value::Object(t), Value::Object(s)) => {
+            for (key, value) in s {
+                match t.get_mut(key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        t.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (target, source) => *target = source.clone(),
+    }
+}
+
+/// Fields that `applied` sets differently from another manager's configuration.
+pub fn conflicts(applied: &Value, others: &[(&str, &Value)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in leaf_paths(applied) {
+        let mine = get_path(applied, &path);
+        for (manager, theirs) in others {
+            if let Some(theirs) = get_path(theirs, &path)
+                && Some(theirs) != mine
+            {
+                found.push(format!("conflict with \"{manager}\": .{}", path.join(".")));
+            }
+        }
+    }
+    found
+}
+
+/// Applies `applied` over `live` for one manager whose previous configuration was
+/// `previous`; `others` are the other managers' configurations.
+pub fn server_side_apply(
+    live: &mut Value,
+    previous: Option<&Value>,
+    applied: &Value,
+    others: &[&Value],
+) {
+    if let Some(previous) = previous {
+        for path in leaf_paths(previous) {
+            let still_applied = get_path(applied, &path).is_some();
+            let applied_by_other = others.iter().any(|o| get_path(o, &path).is_some());
+            if !still_applied && !applied_by_other {
+                remove_path(live, &path);
+            }
+        }
+    }
+    deep_merge(live, applied);
+}
+
+/// Splits `.spec.server.replicas` into its keys.
+pub fn json_path(path: &str) -> Vec<String> {
+    path.trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Sets a value at a path, creating objects on the way.
+pub fn set_path(value: &mut Value, path: &[String], new: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        *value = new;
+        return;
+    };
+    let mut current = value;
+    for key in parents {
+        if !current.is_object() {
+            *current = Value::Object(Map::new());
+        }
+        current = current
+            .as_object_mut()
+            .map(|m| m.entry(key.clone()).or_insert(Value::Object(Map::new())))
+            .expect("made an object above");
+    }
+    if !current.is_object() {
+        *current = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = current {
+        map.insert(last.clone(), new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_deletes_with_null() {
+        let mut v = json!({"a": {"b": 1, "c": 2}, "d": [1]});
+        merge_patch(&mut v, &json!({"a": {"b": null, "e": 3}, "d": [2]}));
+        assert_eq!(v, json!({"a": {"c": 2, "e": 3}, "d": [2]}));
+    }
+
+    #[test]
+    fn apply_removes_fields_the_manager_dropped() {
+        let mut live = json!({"spec": {"a": 1, "b": 2}, "status": {"x": 1}});
+        let previous = json!({"spec": {"a": 1, "b": 2}});
+        server_side_apply(&mut live, Some(&previous), &json!({"spec": {"a": 5}}), &[]);
+        assert_eq!(live, json!({"spec": {"a": 5}, "status": {"x": 1}}));
+    }
+
+    #[test]
+    fn conflicting_values_are_reported() {
+        let theirs = json!({"spec": {"a": 1}});
+        let found = conflicts(&json!({"spec": {"a": 2}}), &[("kubectl", &theirs)]);
+        assert_eq!(found.len(), 1);
+        assert!(conflicts(&json!({"spec": {"a": 1}}), &[("kubectl", &theirs)]).is_empty());
+    }
+
+    #[test]
+    fn paths_are_set_and_read() {
+        let mut v = json!({});
+        let path = json_path(".spec.server.replicas");
+        set_path(&mut v, &path, json!(5));
+        assert_eq!(get_path(&v, &path), Some(&json!(5)));
+    }
+}
