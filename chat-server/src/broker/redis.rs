@@ -221,6 +221,11 @@ impl PubSubTask {
             };
             let rooms: Vec<String> = self.counts.keys().map(|r| channel(r)).collect();
             if !rooms.is_empty() && sink.subscribe(&rooms).await.is_err() {
+                tracing::warn!("redis resubscribe failed; reconnecting");
+                if !self.wait_down(backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
             backoff = Duration::from_millis(100);
