@@ -63,10 +63,10 @@ async fn connect(
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws?user={user}&room={room}")).await?;
     while let Some(msg) = ws.next().await {
-        if let Message::Text(t) = msg? {
-            if serde_json::from_str::<Value>(&t)?["type"] == "joined" {
-                return Ok(ws);
-            }
+        if let Message::Text(t) = msg?
+            && serde_json::from_str::<Value>(&t)?["type"] == "joined"
+        {
+            return Ok(ws);
         }
     }
     anyhow::bail!("closed before joined")
