@@ -540,3 +540,37 @@ fn lost_deliveries_fail_the_default_threshold() {
     assert!(run.u64("/audit/incomplete_members") > 0);
     assert_eq!(run.u64("/connections/reconnects"), 0);
 }
+
+#[test]
+fn duration_bounds_the_run_and_the_rest_is_reported_unsent() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    // 1000 messages at 20/s would take 50 s; --duration stops sending first.
+    let args = [
+        "--messages",
+        "1000",
+        "--duration",
+        "1s",
+        "--drain-timeout",
+        "2s",
+    ];
+    let run = Load::new(&cluster.urls(), &args, &dir).run();
+    run.assert_exit(0);
+    let (sent, unsent) = (run.u64("/messages/sent"), run.u64("/messages/unsent"));
+    assert!(sent > 0 && unsent > 0, "sent {sent}, unsent {unsent}");
+    assert_eq!(sent + unsent, 12_000);
+    assert_eq!(run.u64("/audit/missing"), 0);
+    assert_eq!(run.u64("/audit/expected"), run.u64("/audit/delivered"));
+}
+
+#[test]
+fn zero_messages_only_connects_and_joins() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let run = Load::new(&cluster.urls(), &["--messages", "0"], &dir).run();
+    run.assert_exit(0);
+    assert_eq!(run.u64("/connections/connected"), 12);
+    assert_eq!(run.u64("/audit/members"), 12);
+    assert_eq!(run.u64("/audit/expected"), 0);
+    assert_eq!(run.u64("/messages/sent"), 0);
+}
