@@ -431,7 +431,12 @@ fn closed_loop_run_is_complete() {
 fn two_instances_on_redis_and_postgres_deliver_everything_across_instances() {
     let dir = TempDir::new();
     let cluster = Cluster::clustered(2);
-    let run = Load::new(&cluster.urls(), &["--source-ips", "4"], &dir).run();
+    let run = Load::new(
+        &cluster.urls(),
+        &["--source-ips", "4", "--threads", "2"],
+        &dir,
+    )
+    .run();
     assert_complete(&run);
     // Both instances carried senders (6 clients × 10 messages each), so each
     // room spanned both and half of every room's deliveries crossed Redis.
