@@ -10,13 +10,13 @@ use axum::extract::{Path, Query, State, rejection::QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
 use crate::auth::resolve_user;
 use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN};
-use crate::protocol::{ErrorCode, valid_name};
+use crate::protocol::{ChatMessage, ErrorCode, valid_name};
 use crate::session;
 use crate::store::Range;
 
@@ -112,6 +112,13 @@ fn invalid_room(room: &str) -> Option<Response> {
     })
 }
 
+/// The messages API body; a struct so fields keep the documented order.
+#[derive(Serialize)]
+struct History<'a> {
+    room: &'a str,
+    messages: Vec<ChatMessage>,
+}
+
 #[derive(Deserialize)]
 struct MessagesQuery {
     before: Option<u64>,
@@ -158,7 +165,11 @@ async fn messages(
         )
         .await
     {
-        Ok(messages) => Json(json!({ "room": room, "messages": messages })).into_response(),
+        Ok(messages) => Json(History {
+            room: &room,
+            messages,
+        })
+        .into_response(),
         Err(e) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,

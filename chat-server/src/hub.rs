@@ -217,6 +217,7 @@ impl Hub {
                 if !out.send(render(msg)).await {
                     return Ok(next);
                 }
+                self.metrics.messages_delivered.inc();
             }
         }
         Ok(next)
