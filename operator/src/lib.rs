@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod network_policy;
 pub mod pod;
 pub mod postgres;
+pub mod rbac;
 pub mod redis;
 pub mod render;
 pub mod secrets;

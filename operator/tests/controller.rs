@@ -635,3 +635,155 @@ async fn startup_fails_clearly_without_the_crd() {
         .collect();
     assert!(names.is_empty());
 }
+
+/// The (group, resource, verb) of a request the operator made, as RBAC sees it.
+fn rbac_verbs(request: &fake_apiserver::Request) -> Vec<(String, String, String)> {
+    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", group, _, rest @ ..] => (*group, rest),
+        _ => return Vec::new(),
+    };
+    let rest = match rest {
+        ["namespaces", _, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [plural] => (plural.to_string(), false),
+        [plural, _] => (plural.to_string(), true),
+        [plural, _, sub] => (format!("{plural}/{sub}"), true),
+        _ => return Vec::new(),
+    };
+    let verbs: &[&str] = match (&request.method, named) {
+        (&Method::GET, true) => &["get"],
+        (&Method::GET, false) if request.query.contains("watch=true") => &["watch"],
+        (&Method::GET, false) => &["list"],
+        (&Method::POST, _) => &["create"],
+        (&Method::PUT, _) => &["update"],
+        // A server-side apply that creates the object is authorized as create too.
+        (&Method::PATCH, _) if request.status == 201 => &["patch", "create"],
+        (&Method::PATCH, _) => &["patch"],
+        (&Method::DELETE, _) => &["delete"],
+        _ => &[],
+    };
+    verbs
+        .iter()
+        .map(|v| (group.to_string(), resource.clone(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    let setup_requests = fake.requests().len();
+    let h = start_controller(fake).await;
+    let uses = |h: &Harness, verb: &str, resource: &str| {
+        h.fake.requests()[setup_requests..]
+            .iter()
+            .flat_map(rbac_verbs)
+            .any(|(_, r, v)| r == resource && v == verb)
+    };
+
+    // Every path through the controller: provision, prune, wait on a Secret
+    // (a repeated Event is patched), switch to External, delete with Delete.
+    create(
+        &h,
+        "demo",
+        json!({"networkPolicy": {"enabled": true}, "postgres": {"storage": {"retentionPolicy": "Delete"}}}),
+    )
+    .await;
+    h.wait_phase("demo", "Ready").await;
+    eventually("the PostgreSQL claim", || {
+        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
+    })
+    .await;
+    let off = json!({"spec": {"autoscaling": {"enabled": false}, "podDisruptionBudget": {"enabled": false}, "networkPolicy": {"enabled": false}}});
+    h.api
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .expect("patch");
+    eventually("the HPA to go", || {
+        h.child("autoscaling", "horizontalpodautoscalers", "demo")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    h.api
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the ChatCluster to be gone", || {
+        h.cluster("demo").is_none().then_some(())
+    })
+    .await;
+
+    create(
+        &h,
+        "ext",
+        json!({"postgres": {"mode": "External", "secretRef": {"name": "pg-url"}}}),
+    )
+    .await;
+    h.wait_phase("ext", "Pending").await;
+    eventually("a repeated Event to be patched", || {
+        uses(&h, "patch", "events").then_some(())
+    })
+    .await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-url", "namespace": NS},
+        "stringData": {"url": "postgres://chat:pw@db.example:5432/chat"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.fake.client(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the external Secret");
+    h.wait_phase("ext", "Ready").await;
+    let managed = json!({"spec": {"postgres": {"mode": "Managed"}, "redis": {"mode": "External", "secretRef": {"name": "pg-url"}}}});
+    h.api
+        .patch("ext", &PatchParams::default(), &Patch::Merge(&managed))
+        .await
+        .expect("patch");
+    eventually("the managed Redis to be pruned", || {
+        (h.child("apps", "statefulsets", "ext-redis").is_none()
+            && h.child("", "services", "ext-redis").is_none())
+        .then_some(())
+    })
+    .await;
+    h.stop.cancel();
+
+    // The test's own calls (creating, editing and deleting ChatClusters,
+    // creating a Secret) are not the operator's.
+    let by_test = |r: &fake_apiserver::Request| {
+        let cluster = r.path.contains("/chatclusters") && !r.path.ends_with("/status");
+        (r.method == Method::POST && (cluster || r.path.ends_with("/secrets")))
+            || (cluster && r.method == Method::DELETE)
+            || (cluster
+                && r.method == Method::PATCH
+                && r.content_type.starts_with("application/merge-patch+json"))
+    };
+    let made: std::collections::BTreeSet<(String, String, String)> = h.fake.requests()
+        [setup_requests..]
+        .iter()
+        .filter(|r| !by_test(r))
+        .flat_map(rbac_verbs)
+        .collect();
+    for (group, resource, verb) in &made {
+        assert!(
+            operator::rbac::allows(group, resource, verb),
+            "the controller called {verb} on {group}/{resource}, which operator/src/rbac.rs does not grant"
+        );
+    }
+    for rule in operator::rbac::RULES {
+        for verb in rule.verbs {
+            let used = made
+                .iter()
+                .any(|(g, r, v)| g == rule.group && r == rule.resource && v == verb);
+            assert!(
+                used,
+                "operator/src/rbac.rs grants {verb} on {}/{} but the controller never used it",
+                rule.group, rule.resource
+            );
+        }
+    }
+}

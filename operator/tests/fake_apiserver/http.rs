@@ -16,10 +16,10 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Shared;
 use super::merge;
 use super::resources::ResourceType;
 use super::store::{ApiError, Applier, Change, Part, Result, Selector};
+use super::{Request, Shared};
 
 /// A parsed resource URL.
 struct Target {
@@ -45,32 +45,55 @@ fn error_response(error: &ApiError) -> Response {
     )
 }
 
-/// The single entry point: every request lands here.
+/// The single entry point: every request lands here, and is recorded.
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let raw_query = raw_query.unwrap_or_default();
     let path = uri.path().trim_end_matches('/').to_string();
-    shared.record(&method, &path);
-    if let Some(response) = discovery(&shared, &path) {
+    let response = respond(shared.clone(), &method, &path, &raw_query, &headers, &body);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    shared.record(Request {
+        method,
+        path,
+        query: raw_query,
+        content_type,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn respond(
+    shared: Arc<Shared>,
+    method: &Method,
+    path: &str,
+    raw_query: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let query: HashMap<String, String> = url::form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
+    if let Some(response) = discovery(&shared, path) {
         return response;
     }
     let target = {
         let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        match route(&store, &path) {
+        match route(&store, path) {
             Ok(t) => t,
             Err(e) => return error_response(&e),
         }
     };
-    if let Some(error) = shared.take_fault(&method, &target.rt.plural) {
+    if let Some(error) = shared.take_fault(method, &target.rt.plural) {
         return error_response(&error);
     }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -78,9 +101,9 @@ pub async fn handle(
         (Method::GET, false, true) => return watch_stream(shared, target, query),
         (Method::GET, false, false) => list(&shared, &target, &query),
         (Method::GET, true, _) => get(&shared, &target),
-        (Method::POST, false, _) => create(&shared, &target, &body),
-        (Method::PUT, true, _) => replace(&shared, &target, &body),
-        (Method::PATCH, true, _) => patch(&shared, &target, &query, &headers, &body),
+        (Method::POST, false, _) => create(&shared, &target, body),
+        (Method::PUT, true, _) => replace(&shared, &target, body),
+        (Method::PATCH, true, _) => patch(&shared, &target, &query, headers, body),
         (Method::DELETE, true, _) => delete(&shared, &target),
         _ => Err(ApiError::new(
             405,

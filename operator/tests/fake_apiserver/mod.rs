@@ -39,18 +39,28 @@ struct Fault {
     remaining: u32,
 }
 
+/// One request the server answered.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub status: u16,
+}
+
 /// State shared by the HTTP handlers, the kubelet and the test.
 pub struct Shared {
     pub store: Mutex<Store>,
     faults: Mutex<Vec<Fault>>,
-    requests: Mutex<Vec<(Method, String)>>,
+    requests: Mutex<Vec<Request>>,
     pub shutdown: CancellationToken,
 }
 
 impl Shared {
-    fn record(&self, method: &Method, path: &str) {
+    fn record(&self, request: Request) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        requests.push((method.clone(), path.to_string()));
+        requests.push(request);
     }
 
     fn take_fault(&self, method: &Method, plural: &str) -> Option<ApiError> {
@@ -147,8 +157,8 @@ impl FakeApiServer {
         faults.iter().map(|f| f.remaining).sum()
     }
 
-    /// Requests received so far, as (method, path).
-    pub fn requests(&self) -> Vec<(Method, String)> {
+    /// Requests answered so far.
+    pub fn requests(&self) -> Vec<Request> {
         self.shared
             .requests
             .lock()
