@@ -521,6 +521,9 @@ fn discovery(shared: &Shared, path: &str) -> Option<Response> {
         }
         ["api", version] => resource_list(types, "", version),
         ["apis", group, version] => resource_list(types, group, version),
+        ["openapi", "v3"] => openapi_index(types),
+        ["openapi", "v3", "api", version] => openapi_group_version(types, "", version),
+        ["openapi", "v3", "apis", group, version] => openapi_group_version(types, group, version),
         _ => return None,
     };
     Some(json_response(StatusCode::OK, &body))
@@ -538,4 +541,57 @@ fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Value {
         format!("{group}/{version}")
     };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
+
+/// `/openapi/v3`: one document per group-version. kubectl reads them to learn
+/// that PATCH accepts `fieldValidation`, and then leaves validation to the server.
+fn openapi_index(types: &[ResourceType]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in types {
+        let key = if t.group.is_empty() {
+            format!("api/{}", t.version)
+        } else {
+            format!("apis/{}/{}", t.group, t.version)
+        };
+        let url = json!({"serverRelativeURL": format!("/openapi/v3/{key}")});
+        paths.insert(key, url);
+    }
+    json!({"paths": paths})
+}
+
+fn openapi_group_version(types: &[ResourceType], group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let scope = if t.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
+        let patch = json!({
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": t.kind},
+            "parameters": [
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+            ],
+            "responses": {"200": {"description": "OK"}},
+        });
+        paths.insert(
+            format!("{prefix}{scope}/{}/{{name}}", t.plural),
+            json!({"patch": patch}),
+        );
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (fake)", "version": "v1.33.0"},
+        "paths": paths,
+    })
 }

@@ -1,0 +1,275 @@
+//! End to end, as a user would: the real `kubectl` and the real `operator run`
+//! binary against the fake API server (whose kubelet marks workloads ready).
+//!
+//! 1. `kubectl apply --server-side` the CRD, then the example ChatCluster;
+//! 2. `operator run` with a kubeconfig pointing at the fake;
+//! 3. `kubectl get cc` until the cluster is Ready;
+//! 4. `kubectl scale cc demo --replicas=5`, and the Deployment follows;
+//! 5. `kubectl delete cc demo`: the children go, the retained claim stays;
+//! 6. SIGTERM stops the operator cleanly.
+//!
+//! Skipped, with a message, only where kubectl is not installed.
+
+#[allow(dead_code)] // each test binary uses its own part of the shared fake
+mod fake_apiserver;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use fake_apiserver::FakeApiServer;
+use tokio::process::{Child, Command};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kubectl_installed() -> bool {
+    std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    async fn run(&self, args: &[&str]) -> Output {
+        let output = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(workspace())
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(DEADLINE, output)
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} hung"))
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    /// Runs kubectl and returns stdout, failing the test on a non-zero exit.
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Polls `kubectl get ... -o jsonpath=...` until it prints `want`.
+    async fn wait_for(&self, args: &[&str], want: &str) {
+        let start = Instant::now();
+        loop {
+            let output = self.run(args).await;
+            let got = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            if got == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for kubectl {args:?} to print {want:?}; last: {got:?} {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A plain HTTP/1.1 GET, returning the status line and body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+async fn start_operator(kubeconfig: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_operator"))
+        .arg("run")
+        .env("KUBECONFIG", kubeconfig)
+        .env("OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("POD_NAME", "operator-e2e")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start `operator run`")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_drives_the_operator_with_kubectl() {
+    if !kubectl_installed() {
+        eprintln!(
+            "SKIPPED: kubectl is not installed; the kubectl end-to-end test needs it on PATH"
+        );
+        return;
+    }
+    let fake = FakeApiServer::start().await;
+    let dir = std::env::temp_dir().join(format!(
+        "chatback-e2e-{}-{}",
+        std::process::id(),
+        fake.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "chat-app");
+    let kubectl = Kubectl {
+        kubeconfig: kubeconfig.clone(),
+    };
+
+    // 1. Install the CRD, wait until it is served, then apply the example.
+    // (One `kubectl apply` for both fails on a real cluster too: kubectl
+    // resolves every object's kind before the CRD exists.)
+    let applied = kubectl.ok(&["apply", "--server-side", "-f", "crds/"]).await;
+    assert!(
+        applied.contains("chatclusters.chatback.dev serverside-applied"),
+        "{applied}"
+    );
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/chatclusters.chatback.dev",
+            "--timeout=30s",
+        ])
+        .await;
+    let applied = kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            "k8s/examples/chatcluster.yaml",
+        ])
+        .await;
+    assert!(
+        applied.contains("chatcluster.chatback.dev/demo serverside-applied"),
+        "{applied}"
+    );
+
+    // 2. The real operator binary.
+    let port = free_port();
+    let mut operator = start_operator(&kubeconfig, port).await;
+
+    // 3. Ready, as `kubectl get cc` shows it.
+    kubectl
+        .wait_for(
+            &["get", "cc", "demo", "-o", "jsonpath={.status.phase}"],
+            "Ready",
+        )
+        .await;
+    let table = kubectl.ok(&["get", "cc"]).await;
+    assert!(table.contains("demo"), "{table}");
+    let endpoint = kubectl
+        .ok(&[
+            "get",
+            "chatcluster",
+            "demo",
+            "-o",
+            "jsonpath={.status.endpoint}",
+        ])
+        .await;
+    assert_eq!(endpoint, "ws://demo.chat-app.svc:8080/ws");
+    let image = kubectl
+        .ok(&[
+            "get",
+            "deployment",
+            "demo",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(
+        image, "chat-server:0.1.0",
+        "the example's image reaches the Deployment"
+    );
+    let ready = http_get(port, "/readyz").unwrap_or_default();
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("chatback_operator_reconciliations_total"),
+        "{metrics}"
+    );
+
+    // 4. Scale through the scale subresource; the Deployment follows.
+    let scaled = kubectl.ok(&["scale", "cc", "demo", "--replicas=5"]).await;
+    assert!(scaled.contains("scaled"), "{scaled}");
+    kubectl
+        .wait_for(
+            &[
+                "get",
+                "deployment",
+                "demo",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+            "5",
+        )
+        .await;
+    kubectl
+        .wait_for(
+            &[
+                "get",
+                "cc",
+                "demo",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ],
+            "5",
+        )
+        .await;
+
+    // 5. Delete: kubectl waits for the finalizer; children are collected and
+    // the default retention policy (Retain) keeps PostgreSQL's claim.
+    let deleted = kubectl.ok(&["delete", "cc", "demo", "--timeout=60s"]).await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    for child in [
+        "deployment/demo",
+        "statefulset/demo-postgres",
+        "service/demo",
+        "configmap/demo-config",
+    ] {
+        let output = kubectl.run(&["get", child]).await;
+        assert!(!output.status.success(), "{child} survived the ChatCluster");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("NotFound"),
+            "{child}"
+        );
+    }
+    kubectl.ok(&["get", "pvc", "data-demo-postgres-0"]).await;
+    kubectl.ok(&["get", "secret", "demo-secrets"]).await;
+
+    // 6. SIGTERM: the operator drains and exits successfully.
+    let pid = operator.id().expect("the operator is running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(DEADLINE, operator.wait())
+        .await
+        .expect("the operator stops after SIGTERM")
+        .expect("wait for the operator");
+    assert!(status.success(), "operator exited with {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
