@@ -178,7 +178,28 @@ async fn a_user_drives_the_operator_with_kubectl() {
         )
         .await;
     let table = kubectl.ok(&["get", "cc"]).await;
-    assert!(table.contains("demo"), "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "REPLICAS", "READY", "ENDPOINT", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..5],
+        ["demo", "Ready", "3", "3", "ws://demo.chat-app.svc:8080/ws"],
+        "{table}"
+    );
     let endpoint = kubectl
         .ok(&[
             "get",

@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::merge;
 use super::resources::ResourceType;
 use super::store::{ApiError, Applier, Change, Part, Result, Selector};
+use super::table;
 use super::{Request, Shared};
 
 /// A parsed resource URL.
@@ -97,10 +98,36 @@ fn respond(
         return error_response(&error);
     }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let as_table = table::wanted(accept) && !is_scale(&target);
     let result = match (method.clone(), target.name.is_some(), watch) {
         (Method::GET, false, true) => return watch_stream(shared, target, query),
-        (Method::GET, false, false) => list(&shared, &target, &query),
-        (Method::GET, true, _) => get(&shared, &target),
+        (Method::GET, false, false) => list(&shared, &target, &query).map(|(code, list)| {
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let rv = list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            match as_table {
+                true => (code, table::render(&target.rt, &items, rv)),
+                false => (code, list),
+            }
+        }),
+        (Method::GET, true, _) => get(&shared, &target).map(|(code, object)| match as_table {
+            true => {
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (
+                    code,
+                    table::render(&target.rt, std::slice::from_ref(&object), &rv),
+                )
+            }
+            false => (code, object),
+        }),
         (Method::POST, false, _) => create(&shared, &target, body),
         (Method::PUT, true, _) => replace(&shared, &target, body),
         (Method::PATCH, true, _) => patch(&shared, &target, &query, headers, body),

@@ -7,7 +7,8 @@
 //! it) and models the API machinery the operator depends on: list, watch with
 //! resourceVersion, get, create, server-side apply, merge and JSON patch,
 //! delete with finalizers and ownerReference garbage collection, the status
-//! and scale subresources, generation bumps, discovery. A fake kubelet
+//! and scale subresources, generation bumps, discovery, OpenAPI v3 stubs and
+//! Table output for kubectl. A fake kubelet
 //! ([`kubelet`]) plays the workload controllers' part by filling in status.
 //!
 //! Faults can be injected per verb and resource, to test retries.
@@ -17,6 +18,7 @@ pub mod kubelet;
 pub mod merge;
 pub mod resources;
 pub mod store;
+pub mod table;
 
 use std::net::SocketAddr;
 use std::path::Path;
