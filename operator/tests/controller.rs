@@ -594,8 +594,53 @@ async fn external_postgres_waits_for_its_secret_and_drops_the_managed_one() {
 }
 
 #[tokio::test]
-async fn an_invalid_spec_is_reported_not_half_applied() {
+async fn the_api_server_rejects_an_invalid_cluster_with_the_rules_message() {
     let h = start().await;
+    let cc: ChatCluster = serde_json::from_value(json!({
+        "apiVersion": "chatback.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "metadata": {"name": "bad", "namespace": NS},
+        "spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}, "redis": {"mode": "External"}},
+    }))
+    .unwrap();
+    let error = h.api.create(&PostParams::default(), &cc).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("redis.secretRef is required when redis.mode is External"),
+        "{message}"
+    );
+    assert!(h.cluster("bad").is_none(), "nothing was stored");
+}
+
+/// Strips the CEL rules from the CRD, as an older CRD might have lacked them.
+fn without_cel_rules(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.values_mut().for_each(without_cel_rules);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_cel_rules),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied() {
+    let fake = FakeApiServer::start().await;
+    let mut crd = serde_json::to_value(ChatCluster::crd()).unwrap();
+    without_cel_rules(&mut crd);
+    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    Api::<CustomResourceDefinition>::all(fake.client())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("install the rule-less CRD");
+    let h = start_controller(fake).await;
     create(
         &h,
         "bad",

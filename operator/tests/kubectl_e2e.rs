@@ -166,6 +166,39 @@ async fn a_user_drives_the_operator_with_kubectl() {
         "{applied}"
     );
 
+    // Every invalid example is rejected whole, with the rule's message.
+    for entry in
+        std::fs::read_dir(workspace().join("k8s/examples/invalid")).expect("k8s/examples/invalid")
+    {
+        let path = entry.expect("a directory entry").path();
+        let text = std::fs::read_to_string(&path).expect("read the example");
+        let file = path.to_string_lossy().into_owned();
+        let output = kubectl.run(&["apply", "--server-side", "-f", &file]).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file} was accepted");
+        let expected = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect-error: "))
+            .unwrap_or_else(|| panic!("{file} has no `# expect-error:` line"));
+        // The unknown-field message is kubernetes-validate's wording; the API
+        // server names the field instead.
+        let wanted = if expected.starts_with("Additional properties") {
+            "field not declared in schema"
+        } else {
+            expected
+        };
+        assert!(
+            stderr.contains(wanted),
+            "{file}: expected {wanted:?} in:\n{stderr}"
+        );
+    }
+    let listed = kubectl.ok(&["get", "cc", "-o", "name"]).await;
+    assert_eq!(
+        listed.trim(),
+        "chatcluster.chatback.dev/demo",
+        "no invalid cluster was stored"
+    );
+
     // 2. The real operator binary.
     let port = free_port();
     let mut operator = start_operator(&kubeconfig, port).await;

@@ -20,6 +20,7 @@ use super::merge;
 use super::resources::ResourceType;
 use super::store::{ApiError, Applier, Change, Part, Result, Selector};
 use super::table;
+use super::validation;
 use super::{Request, Shared};
 
 /// A parsed resource URL.
@@ -96,6 +97,21 @@ fn respond(
     };
     if let Some(error) = shared.take_fault(method, &target.rt.plural) {
         return error_response(&error);
+    }
+    let strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
+    if strict
+        && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && !is_scale(&target)
+        && let Ok(sent) = parse_body(body)
+    {
+        let unknown = validation::unknown_fields(&target.rt, &sent);
+        if !unknown.is_empty() {
+            let fields: Vec<String> = unknown
+                .iter()
+                .map(|f| format!(".{f}: field not declared in schema"))
+                .collect();
+            return error_response(&ApiError::bad_request(fields.join(", ")));
+        }
     }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let accept = headers

@@ -8,7 +8,8 @@
 //! resourceVersion, get, create, server-side apply, merge and JSON patch,
 //! delete with finalizers and ownerReference garbage collection, the status
 //! and scale subresources, generation bumps, discovery, OpenAPI v3 stubs and
-//! Table output for kubectl. A fake kubelet
+//! Table output for kubectl, and admission of custom resources against their
+//! CRD schema (structural rules and CEL, see [`validation`]). A fake kubelet
 //! ([`kubelet`]) plays the workload controllers' part by filling in status.
 //!
 //! Faults can be injected per verb and resource, to test retries.
@@ -19,6 +20,7 @@ pub mod merge;
 pub mod resources;
 pub mod store;
 pub mod table;
+pub mod validation;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 
 use super::merge::{self, json_path};
 use super::resources::{ResourceType, apply_defaults};
+use super::validation;
 
 /// The watch log's length: watches resuming from further back get 410 Gone.
 const LOG_LEN: usize = 20_000;
@@ -429,6 +430,7 @@ impl Store {
     pub fn create(&mut self, rt: &ResourceType, namespace: &str, body: Value) -> Result<Value> {
         let (key, mut object) = self.admit_new(rt, namespace, body)?;
         self.prepare(rt, &mut object);
+        validation::admit(rt, &mut object, None)?;
         object["metadata"]["resourceVersion"] = json!(self.next_rv());
         self.objects.insert(
             key,
@@ -606,6 +608,7 @@ impl Store {
             Part::Main => {}
         }
         self.prepare(rt, &mut new);
+        validation::admit(rt, &mut new, Some(&old))?;
         if new == old {
             return Ok(old);
         }

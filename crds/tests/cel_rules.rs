@@ -1,0 +1,111 @@
+//! The CRD's `x-kubernetes-validations` rules, evaluated with kube-cel (an
+//! implementation of Kubernetes' CEL libraries), so a rule that does not
+//! compile or says the wrong thing fails here rather than on a cluster.
+
+use crds::ChatCluster;
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(ChatCluster::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn cluster(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "chatback.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "metadata": {"name": name, "namespace": "chat-app"},
+        "spec": spec,
+    })
+}
+
+/// The failure messages for `object`, empty when it is valid.
+fn failures(object: &Value) -> Vec<String> {
+    let schema = schema();
+    let compiled = kube_cel::compile_schema(&schema);
+    assert!(
+        !compiled.has_errors(),
+        "a rule does not compile: {:?}",
+        compiled.compilation_errors()
+    );
+    match kube_cel::Validator::new().validate(&schema, object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+#[test]
+fn valid_clusters_pass() {
+    assert_eq!(failures(&cluster("demo", json!({}))), Vec::<String>::new());
+    let full = json!({
+        "server": {"image": "chat-server:0.1.0", "limits": {"maxBodyBytes": 8192, "maxFrameBytes": 65536, "ratePerSec": 10}},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 2},
+        "redis": {"mode": "External", "secretRef": {"name": "redis-url"}},
+        "postgres": {"mode": "External", "secretRef": {"name": "pg", "key": "dsn"}},
+    });
+    assert_eq!(failures(&cluster("prod-1", full)), Vec::<String>::new());
+}
+
+#[test]
+fn each_rule_rejects_what_it_names() {
+    let cases = [
+        (
+            cluster(
+                "demo",
+                json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+            ),
+            "autoscaling.minReplicas must be less than or equal",
+        ),
+        (
+            cluster("demo", json!({"redis": {"mode": "External"}})),
+            "redis.secretRef is required",
+        ),
+        (
+            cluster("demo", json!({"postgres": {"mode": "External"}})),
+            "postgres.secretRef is required",
+        ),
+        (
+            cluster("demo", json!({"server": {"image": " "}})),
+            "server.image must not be empty",
+        ),
+        (
+            cluster("demo", json!({"redis": {"image": ""}})),
+            "redis.image must not be empty",
+        ),
+        (
+            cluster(
+                "demo",
+                json!({"server": {"limits": {"maxBodyBytes": 70000}}}),
+            ),
+            "maxBodyBytes must not exceed",
+        ),
+        (
+            cluster("demo", json!({"server": {"limits": {"ratePerSec": 500}}})),
+            "rateBurst must be at least",
+        ),
+        (
+            cluster(
+                "demo",
+                json!({"redis": {"mode": "External", "secretRef": {"name": ""}}}),
+            ),
+            "secretRef.name must not be empty",
+        ),
+        (cluster("1demo", json!({})), "DNS-1035 label"),
+        (cluster(&"a".repeat(41), json!({})), "at most 40 characters"),
+    ];
+    for (object, expected) in cases {
+        let found = failures(&object);
+        assert!(
+            found.iter().any(|m| m.contains(expected)),
+            "expected {expected:?} for {}, got {found:?}",
+            object["spec"]
+        );
+    }
+}
+
+#[test]
+fn external_mode_with_a_reference_ignores_the_image_rule() {
+    let spec = json!({"postgres": {"mode": "External", "image": "", "secretRef": {"name": "pg"}}});
+    assert_eq!(failures(&cluster("demo", spec)), Vec::<String>::new());
+}
