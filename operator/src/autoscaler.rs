@@ -76,12 +76,9 @@ pub fn horizontal_pod_autoscaler(cc: &ChatCluster) -> Option<HorizontalPodAutosc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::ChatClusterSpec;
 
     fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc
+        crate::meta::test_cluster()
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! unit-testable and shared by `operator render` and the controller.
 
 pub mod autoscaler;
+pub mod backend;
 pub mod backoff;
 pub mod children;
 pub mod controller;

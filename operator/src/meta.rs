@@ -157,6 +157,14 @@ pub fn cluster_api_version() -> String {
     ChatCluster::api_version(&()).into_owned()
 }
 
+/// A default ChatCluster `demo` in namespace `ns`, for the builders' unit tests.
+#[cfg(test)]
+pub(crate) fn test_cluster() -> ChatCluster {
+    let mut cc = ChatCluster::new("demo", crds::ChatClusterSpec::default());
+    cc.metadata.namespace = Some("ns".into());
+    cc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! Pod-level building blocks every workload shares: the restricted security
-//! context and default resources.
+//! context, default resources and Secret-backed environment variables.
 //!
 //! The Pod Security Standards "restricted" profile is the baseline for every
 //! container the operator creates: non-root, no privilege escalation, all
@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, EnvVar, EnvVarSource, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -72,6 +73,22 @@ pub fn resources_or(
             Quantity(memory_limit.into()),
         )])),
         claims: None,
+    }
+}
+
+/// An environment variable read from a Secret key: values stay out of specs.
+pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
     }
 }
 

@@ -11,16 +11,14 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, PodSpec, PodTemplateSpec,
+    Probe, Service, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::backend::{DATA_VOLUME, claim_template, headless_service};
 use crate::meta::{Component, Names, child_meta};
-use crate::pod::{container_security_context, pod_security_context, resources_or};
-use crate::redis::claim_template;
+use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
 use crate::secrets::{POSTGRES_DB, POSTGRES_PASSWORD_KEY, POSTGRES_PORT, POSTGRES_USER};
 
 /// The uid of the `postgres` user in the official alpine images.
@@ -29,22 +27,13 @@ const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 
 pub fn service(cc: &ChatCluster) -> Service {
     let names = Names::of(cc);
-    Service {
-        metadata: child_meta(cc, names.postgres(), Component::Postgres),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            selector: Some(names.selector_labels(Component::Postgres)),
-            ports: Some(vec![ServicePort {
-                name: Some("postgres".into()),
-                port: POSTGRES_PORT,
-                target_port: Some(IntOrString::String("postgres".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    headless_service(
+        cc,
+        names.postgres(),
+        Component::Postgres,
+        "postgres",
+        POSTGRES_PORT,
+    )
 }
 
 pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
@@ -91,18 +80,7 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
             env("POSTGRES_USER", POSTGRES_USER),
             env("POSTGRES_DB", POSTGRES_DB),
             env("PGDATA", &format!("{DATA_MOUNT}/pgdata")),
-            EnvVar {
-                name: "POSTGRES_PASSWORD".into(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: names.secret(),
-                        key: POSTGRES_PASSWORD_KEY.into(),
-                        optional: Some(false),
-                    }),
-                    ..EnvVarSource::default()
-                }),
-            },
+            secret_env("POSTGRES_PASSWORD", &names.secret(), POSTGRES_PASSWORD_KEY),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".into()),
@@ -115,7 +93,7 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
         readiness_probe: Some(probe(5)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
-            mount("data", DATA_MOUNT),
+            mount(DATA_VOLUME, DATA_MOUNT),
             mount("run", "/var/run/postgresql"),
             mount("tmp", "/tmp"),
         ]),
@@ -167,12 +145,9 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::ChatClusterSpec;
 
     fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc
+        crate::meta::test_cluster()
     }
 
     #[test]

@@ -9,21 +9,18 @@
 use crds::ChatCluster;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PodSpec, PodTemplateSpec, Probe,
+    Service, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::backend::{DATA_VOLUME, claim_template, headless_service};
 use crate::meta::{Component, Names, child_meta};
 use crate::pod::{container_security_context, pod_security_context, resources_or};
 
 pub const REDIS_PORT: i32 = 6379;
 /// The uid of the `redis` user in the official images.
 const REDIS_UID: i64 = 999;
-const DATA_VOLUME: &str = "data";
 
 /// `redis://<name>-redis.<ns>.svc:6379`, the managed Redis URL.
 pub fn url(names: &Names) -> String {
@@ -32,22 +29,7 @@ pub fn url(names: &Names) -> String {
 
 pub fn service(cc: &ChatCluster) -> Service {
     let names = Names::of(cc);
-    Service {
-        metadata: child_meta(cc, names.redis(), Component::Redis),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            selector: Some(names.selector_labels(Component::Redis)),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: REDIS_PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    headless_service(cc, names.redis(), Component::Redis, "redis", REDIS_PORT)
 }
 
 pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
@@ -142,42 +124,13 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
     }
 }
 
-/// A volumeClaimTemplate named `data`, labelled with the component's labels so the
-/// finalizer can find the claims the StatefulSet controller creates from it.
-pub fn claim_template(
-    names: &Names,
-    component: Component,
-    size: &str,
-    storage_class: Option<&str>,
-) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.into()),
-            labels: Some(names.labels(component)),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: storage_class.map(String::from),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some([("storage".to_string(), Quantity(size.into()))].into()),
-                limits: None,
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::ChatClusterSpec;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc
+        crate::meta::test_cluster()
     }
 
     #[test]

@@ -136,12 +136,10 @@ fn random_token(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::{ChatClusterSpec, SecretKeyRef};
+    use crds::SecretKeyRef;
 
     fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("chat-app".into());
-        cc
+        crate::meta::test_cluster()
     }
 
     #[test]
@@ -152,7 +150,7 @@ mod tests {
         assert_eq!(password.len(), PASSWORD_LEN);
         assert_eq!(
             creds.get(DATABASE_URL_KEY).unwrap(),
-            format!("postgres://chat:{password}@demo-postgres.chat-app.svc:5432/chat")
+            format!("postgres://chat:{password}@demo-postgres.ns.svc:5432/chat")
         );
         assert!(creds.get(JWT_SECRET_KEY).is_none());
     }

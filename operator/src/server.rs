@@ -15,15 +15,14 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
     EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, SleepAction,
-    Volume, VolumeMount,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
-use crate::pod::{container_security_context, pod_security_context, resources_or};
+use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
 use crate::redis;
 use crate::secrets::{Credentials, DATABASE_URL_KEY, JWT_SECRET_KEY};
 
@@ -133,21 +132,6 @@ pub fn desired_replicas(cc: &ChatCluster) -> i32 {
         )
     } else {
         replicas
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
     }
 }
 
@@ -326,12 +310,9 @@ pub fn endpoint(cc: &ChatCluster) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::ChatClusterSpec;
 
     fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc
+        crate::meta::test_cluster()
     }
 
     fn hash_of(cc: &ChatCluster, creds: &Credentials) -> String {

@@ -98,6 +98,19 @@ async fn create(h: &Harness, name: &str, spec: Value) -> ChatCluster {
         .expect("create the ChatCluster")
 }
 
+/// The Secret an External backend reads its URL from (key `url`).
+async fn create_url_secret(h: &Harness, name: &str) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS},
+        "stringData": {"url": "postgres://chat:pw@db.example:5432/chat"},
+    }))
+    .expect("a Secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.fake.client(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the external Secret");
+}
+
 /// Polls `check` until it returns Some, or panics naming `what` after the deadline.
 async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -129,6 +142,16 @@ impl Harness {
                 .filter(|cc| cc["status"]["phase"] == phase)
         })
         .await
+    }
+
+    async fn wait_event(&self, reason: &str) {
+        eventually(&format!("a {reason} event"), || {
+            self.event_reasons()
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await;
     }
 
     fn event_reasons(&self) -> Vec<String> {
@@ -293,12 +316,7 @@ async fn a_spec_change_updates_the_deployment_and_rolls_the_hash() {
         secret_before,
         "credentials are never regenerated"
     );
-    eventually("a ConfigChanged event", || {
-        h.event_reasons()
-            .contains(&"ConfigChanged".to_string())
-            .then_some(())
-    })
-    .await;
+    h.wait_event("ConfigChanged").await;
 }
 
 #[tokio::test]
@@ -506,12 +524,7 @@ async fn api_errors_are_retried() {
         metrics.contains("chatback_operator_reconciliation_errors_total{reason=\"kube\"} 3"),
         "{metrics}"
     );
-    eventually("a ReconcileFailed event", || {
-        h.event_reasons()
-            .contains(&"ReconcileFailed".to_string())
-            .then_some(())
-    })
-    .await;
+    h.wait_event("ReconcileFailed").await;
 }
 
 #[tokio::test]
@@ -570,15 +583,7 @@ async fn external_postgres_waits_for_its_secret_and_drops_the_managed_one() {
             .contains("pg-url/url")
     );
 
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "pg-url", "namespace": NS},
-        "stringData": {"url": "postgres://chat:pw@db.example:5432/chat"},
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.fake.client(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create the external Secret");
+    create_url_secret(&h, "pg-url").await;
     let cc = h.wait_phase("demo", "Ready").await;
     assert_eq!(condition(&cc, "PostgresReady")["reason"], "External");
     assert!(h.child("apps", "statefulsets", "demo-postgres").is_none());
@@ -774,15 +779,7 @@ async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
         uses(&h, "patch", "events").then_some(())
     })
     .await;
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "pg-url", "namespace": NS},
-        "stringData": {"url": "postgres://chat:pw@db.example:5432/chat"},
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.fake.client(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create the external Secret");
+    create_url_secret(&h, "pg-url").await;
     h.wait_phase("ext", "Ready").await;
     let managed = json!({"spec": {"postgres": {"mode": "Managed"}, "redis": {"mode": "External", "secretRef": {"name": "pg-url"}}}});
     h.api

@@ -28,21 +28,7 @@ pub fn admit(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Resu
     }
     let mut errors = Vec::new();
     if let Value::Object(map) = &*object {
-        for (key, value) in map {
-            if let Some(property) = schema["properties"].get(key) {
-                check(value, property, key, &mut errors);
-            }
-        }
-        for required in schema["required"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if !map.contains_key(required) {
-                errors.push(format!("{required}: Required value"));
-            }
-        }
+        check_object(map, schema, "", &mut errors);
     }
     if errors.is_empty()
         && let Err(failures) = kube_cel::Validator::new().validate(schema, object, old)
@@ -228,6 +214,15 @@ fn check(value: &Value, schema: &Value, path: &str, errors: &mut Vec<String>) {
     }
 }
 
+/// `path.key`, or `key` at the root.
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
 fn check_object(map: &Map<String, Value>, schema: &Value, path: &str, errors: &mut Vec<String>) {
     for required in schema["required"]
         .as_array()
@@ -236,7 +231,7 @@ fn check_object(map: &Map<String, Value>, schema: &Value, path: &str, errors: &m
         .filter_map(Value::as_str)
     {
         if !map.contains_key(required) {
-            errors.push(format!("{path}.{required}: Required value"));
+            errors.push(format!("{}: Required value", join(path, required)));
         }
     }
     for (key, child) in map {
@@ -244,7 +239,7 @@ fn check_object(map: &Map<String, Value>, schema: &Value, path: &str, errors: &m
             .get(key)
             .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
         if let Some(child_schema) = child_schema {
-            check(child, child_schema, &format!("{path}.{key}"), errors);
+            check(child, child_schema, &join(path, key), errors);
         }
     }
 }
