@@ -312,6 +312,64 @@ async fn a_user_drives_the_operator_with_kubectl() {
     kubectl.ok(&["get", "pvc", "data-demo-postgres-0"]).await;
     kubectl.ok(&["get", "secret", "demo-secrets"]).await;
 
+    // The production-like example waits for its PostgreSQL Secret, as its
+    // comment tells the user, then comes up without a managed PostgreSQL.
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            "k8s/examples/chatcluster-production.yaml",
+        ])
+        .await;
+    kubectl
+        .wait_for(
+            &["get", "cc", "chat-prod", "-o", "jsonpath={.status.phase}"],
+            "Pending",
+        )
+        .await;
+    // (The fake speaks JSON only, and `kubectl create` sends protobuf, so the
+    // Secret is rendered client-side and applied.)
+    let secret = kubectl
+        .ok(&[
+            "-n",
+            "chat-app",
+            "create",
+            "secret",
+            "generic",
+            "chat-history-db",
+            "--from-literal=url=postgres://chat:secret@db.example:5432/chat",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+        .await;
+    let secret_file = dir.join("chat-history-db.yaml");
+    std::fs::write(&secret_file, secret).expect("write the Secret manifest");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &secret_file.to_string_lossy(),
+        ])
+        .await;
+    kubectl
+        .wait_for(
+            &["get", "cc", "chat-prod", "-o", "jsonpath={.status.phase}"],
+            "Ready",
+        )
+        .await;
+    let statefulsets = kubectl.ok(&["get", "statefulsets", "-o", "name"]).await;
+    assert_eq!(
+        statefulsets.trim(),
+        "statefulset.apps/chat-prod-redis",
+        "no managed PostgreSQL"
+    );
+    kubectl
+        .ok(&["get", "networkpolicy", "chat-prod-backends"])
+        .await;
+
     // 6. SIGTERM: the operator drains and exits successfully.
     let pid = operator.id().expect("the operator is running").to_string();
     let killed = Command::new("kill")

@@ -98,6 +98,20 @@ fn respond(
     if let Some(error) = shared.take_fault(method, &target.rt.plural) {
         return error_response(&error);
     }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        // Like a server without those codecs: clients fall back to JSON.
+        return error_response(&ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format ({content_type}); accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/merge-patch+json, application/json-patch+json"
+            ),
+        ));
+    }
     let strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     if strict
         && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
