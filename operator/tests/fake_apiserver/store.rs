@@ -407,7 +407,8 @@ impl Store {
         if let Some(schema) = &rt.schema {
             apply_defaults(object, schema);
         }
-        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+        if is_crd && object["status"].get("conditions").is_none() {
             object["status"] = json!({
                 "acceptedNames": object["spec"]["names"],
                 "storedVersions": object["spec"]["versions"].as_array().into_iter().flatten()
@@ -417,6 +418,8 @@ impl Store {
                     {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()},
                 ],
             });
+        }
+        if is_crd {
             let new_types = ResourceType::from_crd(object);
             self.types.retain(|t| {
                 !new_types
