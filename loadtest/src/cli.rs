@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::Secret;
 use crate::endpoint::Endpoint;
 use crate::threshold::Threshold;
 
@@ -33,6 +34,12 @@ pub struct Args {
     #[arg(long = "url", value_name = "URL", default_value = "ws://127.0.0.1:8080/ws",
           value_parser = Endpoint::parse)]
     pub urls: Vec<Endpoint>,
+
+    /// HS256 secret of a server with auth on (its CHAT_JWT_SECRET): each client
+    /// connects with its own token (`?token=`, sub = its user) instead of `?user=`.
+    #[arg(long, env = "CHAT_LOAD_JWT_SECRET", hide_env_values = true,
+          value_name = "SECRET", value_parser = Secret::parse)]
+    pub jwt_secret: Option<Secret>,
 
     /// Number of simulated users (one WebSocket connection each).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=MAX_CLIENTS as i64))]

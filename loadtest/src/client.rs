@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::audit::{Member, Receipt};
+use crate::auth;
 use crate::shard::Shard;
 use crate::stamp::Stamp;
 use crate::wire::{self, Inbound};
@@ -52,6 +53,8 @@ enum ConnectError {
     Closed(String),
     #[error("join error {0}")]
     JoinRejected(String),
+    #[error("cannot mint a token: {0}")]
+    Token(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -66,6 +69,7 @@ impl ConnectError {
                 kind => format!("io {kind}"),
             },
             ConnectError::Ws(_) => "websocket".into(),
+            ConnectError::Token(_) => "token".into(),
             other => other.to_string(),
         }
     }
@@ -284,7 +288,9 @@ impl Client {
         let attempt = async {
             let target = &shared.plan.targets[self.target];
             let room = since.is_none().then_some(self.room_name.as_str());
-            let url = target.endpoint.request_url(&self.user, room);
+            let credential = auth::credential(shared.plan.tokens.as_ref(), &self.user)
+                .map_err(|e| ConnectError::Token(e.to_string()))?;
+            let url = target.endpoint.request_url(&credential, room);
             let stream = self.tcp(target.addr).await.map_err(ConnectError::Io)?;
             let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config())).await?;
             if let Some(since) = since {
@@ -296,7 +302,13 @@ impl Client {
         let ws = tokio::select! {
             () = shared.cancel.cancelled() => Err(ConnectError::Cancelled),
             r = timeout_at(deadline.into(), attempt) => r.unwrap_or(Err(ConnectError::Timeout)),
-        }?;
+        };
+        // A close before `joined` (1008 bad token, 1013 full, ...) is a close
+        // the client saw, so it is counted with the others as well.
+        if let Err(ConnectError::Closed(code)) = &ws {
+            self.shard.recorder.borrow_mut().close(code);
+        }
+        let ws = ws?;
         self.opened(true);
         Ok(ws)
     }

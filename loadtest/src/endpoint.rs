@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use url::Url;
 
+use crate::auth::Credential;
 use crate::error::LoadError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,13 +71,14 @@ impl Endpoint {
             })
     }
 
-    /// The request URL of one connection: the endpoint plus `user` and, when the
-    /// room should be joined by the upgrade itself, `room`.
-    pub fn request_url(&self, user: &str, room: Option<&str>) -> String {
+    /// The request URL of one connection: the endpoint plus `user` or `token`
+    /// and, when the room should be joined by the upgrade itself, `room`.
+    pub fn request_url(&self, credential: &Credential, room: Option<&str>) -> String {
         let mut url = self.url.clone();
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("user", user);
+            let (name, value) = credential.query_pair();
+            query.append_pair(name, value);
             if let Some(room) = room {
                 query.append_pair("room", room);
             }
@@ -114,11 +116,19 @@ mod tests {
     #[test]
     fn request_url_keeps_an_existing_query() {
         let e = Endpoint::parse("ws://localhost:9/ws?x=1").unwrap();
+        let user = Credential::User("u1".into());
         assert_eq!(
-            e.request_url("u1", Some("r1")),
+            e.request_url(&user, Some("r1")),
             "ws://localhost:9/ws?x=1&user=u1&room=r1"
         );
-        assert_eq!(e.request_url("u1", None), "ws://localhost:9/ws?x=1&user=u1");
+        assert_eq!(
+            e.request_url(&user, None),
+            "ws://localhost:9/ws?x=1&user=u1"
+        );
+        assert_eq!(
+            e.request_url(&Credential::Token("a.b.c".into()), Some("r1")),
+            "ws://localhost:9/ws?x=1&token=a.b.c&room=r1"
+        );
         assert!(e.is_loopback());
         assert!(
             !Endpoint::parse("ws://example.com/ws")

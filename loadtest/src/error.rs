@@ -13,6 +13,12 @@ pub enum LoadError {
     Resolve { url: String, source: std::io::Error },
     #[error("cannot reach {url}: {reason} (is chat-server running there?)")]
     Unreachable { url: String, reason: String },
+    #[error("{url} refused the connection with close 1008 `{reason}`: {hint}")]
+    Auth {
+        url: String,
+        reason: String,
+        hint: &'static str,
+    },
     #[error(
         "{clients} clients need about {needed} file descriptors but RLIMIT_NOFILE is {limit} \
          (raise the hard limit, e.g. `ulimit -Hn`, or use fewer clients)"

@@ -3,13 +3,14 @@
 //! of the room) and audits that every message arrived exactly once, in order.
 //!
 //! The binary is a thin wrapper over [`run::run`]; the modules are:
-//! * [`cli`], [`endpoint`], [`threshold`]: what the user asked for;
+//! * [`cli`], [`endpoint`], [`auth`], [`threshold`]: what the user asked for;
 //! * [`plan`]: placement and timetable of every client, decided up front;
 //! * [`run`], [`shard`], [`client`], [`shared`]: the load itself;
 //! * [`wire`], [`stamp`]: the protocol frames and the correlation stamps;
 //! * [`recorder`], [`audit`], [`report`], [`progress`], [`sysres`]: what was measured.
 
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod endpoint;

@@ -18,6 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::auth::Tokens;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 
@@ -47,6 +48,8 @@ pub struct Plan {
     pub send_deadline: Duration,
     /// Since the origin: every client has closed by this.
     pub end_deadline: Duration,
+    /// With `--jwt-secret`: mints each connection's `?token=`, valid past the end deadline.
+    pub tokens: Option<Tokens>,
 }
 
 impl Plan {
@@ -67,6 +70,7 @@ impl Plan {
             connect_timeout: args.connect_timeout,
             send_deadline: Duration::ZERO,
             end_deadline: Duration::ZERO,
+            tokens: None,
         };
         // Without --duration, sending may run until the last client's timetable
         // is over, plus one drain period of slack for closed-loop lag.
@@ -76,6 +80,10 @@ impl Plan {
             + args.drain_timeout;
         plan.send_deadline = args.duration.unwrap_or(scheduled_end);
         plan.end_deadline = plan.send_deadline + args.drain_timeout;
+        plan.tokens = args
+            .jwt_secret
+            .as_ref()
+            .map(|secret| Tokens::new(secret, plan.end_deadline));
         plan
     }
 

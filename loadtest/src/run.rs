@@ -9,9 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_tungstenite::tungstenite;
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
 use crate::audit::{self, RoomLedger};
+use crate::auth;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
@@ -23,6 +25,7 @@ use crate::shard;
 use crate::shared::Shared;
 use crate::sysres::{self, Usage};
 use crate::threshold;
+use crate::wire;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -43,13 +46,15 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     let mut targets = Vec::with_capacity(args.urls.len());
     for endpoint in &args.urls {
         let addr = endpoint.resolve().await?;
-        probe(endpoint, addr, &run_id, args.connect_timeout).await?;
         targets.push(Target {
             endpoint: endpoint.clone(),
             addr,
         });
     }
     let plan = Plan::new(args, run_id, targets);
+    for target in &plan.targets {
+        probe(&plan, target, args.connect_timeout).await?;
+    }
     let rules = threshold::with_defaults(&args.thresholds);
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
@@ -118,23 +123,27 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     ))
 }
 
-/// Checks that an endpoint accepts a WebSocket upgrade before any batch starts,
-/// so a wrong address fails once, clearly, instead of 500 times in the report.
-async fn probe(
-    endpoint: &Endpoint,
-    addr: std::net::SocketAddr,
-    run_id: &str,
-    limit: Duration,
-) -> Result<(), LoadError> {
+/// Checks that an endpoint accepts a WebSocket upgrade and serves the
+/// connection before any batch starts, so a wrong address or a wrong (or
+/// missing) JWT secret fails once, clearly, instead of 500 times in the report.
+/// The probe connects like a client (same credential kind), sends a `ping` and
+/// waits for the first frame: any text frame means the server is serving the
+/// connection; a close frame is the refusal (the server checks the credential
+/// right after the upgrade and closes with 1008 when it is bad).
+async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), LoadError> {
+    let endpoint = &target.endpoint;
     let unreachable = |reason: String| LoadError::Unreachable {
         url: endpoint.to_string(),
         reason,
     };
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(addr)
+        let stream = tokio::net::TcpStream::connect(target.addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let url = endpoint.request_url(&format!("{run_id}-probe"), None);
+        let user = format!("{}-probe", plan.run_id);
+        let credential = auth::credential(plan.tokens.as_ref(), &user)
+            .map_err(|e| unreachable(format!("cannot mint a token: {e}")))?;
+        let url = endpoint.request_url(&credential, None);
         let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .map_err(|e| {
@@ -146,12 +155,48 @@ async fn probe(
                     other => format!("WebSocket handshake failed: {other}"),
                 })
             })?;
+        // A failed write shows up as the close or error read next.
+        let _ = ws.send(Message::text(wire::ping())).await;
+        let answer = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(_))) => break Ok(()),
+                Some(Ok(Message::Close(frame))) => break Err(refused(plan, endpoint, frame)),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Err(unreachable(format!("connection failed: {e}"))),
+                None => break Err(unreachable("connection dropped without a close".into())),
+            }
+        };
         let _ = ws.close(None).await;
-        Ok(())
+        answer
     };
     tokio::time::timeout(limit, attempt)
         .await
         .unwrap_or_else(|_| Err(unreachable(format!("no answer within {limit:?}"))))
+}
+
+/// The error for a probe closed by the server: an auth failure for 1008, with
+/// a hint that depends on whether a secret was given.
+fn refused(plan: &Plan, endpoint: &Endpoint, frame: Option<CloseFrame>) -> LoadError {
+    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+        (u16::from(f.code), f.reason.to_string())
+    });
+    if code == 1008 {
+        return LoadError::Auth {
+            url: endpoint.to_string(),
+            reason,
+            hint: match plan.tokens {
+                Some(_) => "auth failed; --jwt-secret must be the server's CHAT_JWT_SECRET",
+                None => {
+                    "auth failed; a server with auth on needs --jwt-secret \
+                     (or CHAT_LOAD_JWT_SECRET) set to its CHAT_JWT_SECRET"
+                }
+            },
+        };
+    }
+    LoadError::Unreachable {
+        url: endpoint.to_string(),
+        reason: format!("the server closed the connection with {code} `{reason}`"),
+    }
 }
 
 /// A run id unlikely to collide with a previous run against the same store.

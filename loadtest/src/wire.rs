@@ -149,6 +149,7 @@ enum Outbound<'a> {
         #[serde(rename = "ref")]
         reference: &'a str,
     },
+    Ping,
 }
 
 fn encode(frame: &Outbound<'_>) -> String {
@@ -167,6 +168,11 @@ pub fn send(room: &str, body: &str, reference: &str) -> String {
         body,
         reference,
     })
+}
+
+/// `{"type":"ping"}`
+pub fn ping() -> String {
+    encode(&Outbound::Ping)
 }
 
 #[cfg(test)]

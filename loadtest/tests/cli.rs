@@ -122,3 +122,18 @@ fn help_documents_the_exit_statuses() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn the_jwt_secret_is_hidden_from_help_and_must_not_be_empty() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-load"))
+        .arg("--help")
+        .env("CHAT_LOAD_JWT_SECRET", "hunter2-secret")
+        .output()
+        .expect("chat-load runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--jwt-secret"), "{help}");
+    assert!(help.contains("CHAT_LOAD_JWT_SECRET"), "{help}");
+    assert!(!help.contains("hunter2-secret"), "the value leaks: {help}");
+    assert_fails(&["--jwt-secret", ""], 2, "must not be empty");
+}

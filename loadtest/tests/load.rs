@@ -81,8 +81,18 @@ impl Cluster {
 
     /// One embedded instance: in-process broker, SQLite in `dir`.
     fn embedded(dir: &TempDir) -> Self {
+        Self::embedded_with(dir, &[])
+    }
+
+    /// One embedded instance with extra server flags (e.g. `--jwt-secret`).
+    fn embedded_with(dir: &TempDir, flags: &[&str]) -> Self {
         let mut cluster = Self::new();
-        cluster.start(&["--sqlite-path", &dir.file("history.db")]);
+        let history = dir.file("history.db");
+        let args: Vec<&str> = ["--sqlite-path", history.as_str()]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        cluster.start(&args);
         cluster
     }
 
@@ -287,6 +297,16 @@ impl Load {
         cmd.args(SMALL).args(args).arg("--json").arg(&json_path);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         Self { cmd, json_path }
+    }
+
+    fn env(mut self, name: &str, value: &str) -> Self {
+        self.cmd.env(name, value);
+        self
+    }
+
+    /// Runs a `chat-load` that is expected to fail before its report.
+    fn output(mut self) -> Output {
+        self.cmd.output().expect("chat-load runs")
     }
 
     fn spawn(mut self) -> Running {
@@ -578,4 +598,70 @@ fn zero_messages_only_connects_and_joins() {
     assert_eq!(run.u64("/audit/members"), 12);
     assert_eq!(run.u64("/audit/expected"), 0);
     assert_eq!(run.u64("/messages/sent"), 0);
+}
+
+/// The server's HS256 secret in the auth tests.
+const SECRET: &str = "chat-load-test-secret";
+
+#[test]
+fn a_server_with_auth_on_is_loaded_with_minted_tokens() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded_with(&dir, &["--jwt-secret", SECRET]);
+    let run = Load::new(&cluster.urls(), &["--jwt-secret", SECRET], &dir).run();
+    assert_complete(&run);
+    assert_eq!(run.json["closes"], serde_json::json!({}));
+    assert!(!run.stdout().contains(SECRET) && !run.stderr().contains(SECRET));
+}
+
+#[test]
+fn the_secret_can_come_from_the_environment() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded_with(&dir, &["--jwt-secret", SECRET]);
+    let run = Load::new(&cluster.urls(), &[], &dir)
+        .env("CHAT_LOAD_JWT_SECRET", SECRET)
+        .run();
+    assert_complete(&run);
+}
+
+/// Runs `chat-load` against a server with auth on; it must fail before the
+/// load with exit status 1 and name the auth failure.
+fn assert_auth_fails(load_args: &[&str], needles: &[&str]) {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded_with(&dir, &["--jwt-secret", SECRET]);
+    let out = Load::new(&cluster.urls(), load_args, &dir).output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing but the probe reached the server.
+    let url = &cluster.urls()[0];
+    assert!(err.contains(url.as_str()), "names {url}: {err}");
+    assert_eq!(
+        metric(cluster.servers[0].addr, "chat_messages_received_total"),
+        0.0
+    );
+}
+
+#[test]
+fn a_wrong_secret_fails_the_run_naming_the_auth_failure() {
+    assert_auth_fails(
+        &["--jwt-secret", "not-the-secret"],
+        &[
+            "close 1008 `invalid token: bad signature`",
+            "auth failed; --jwt-secret must be the server's CHAT_JWT_SECRET",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_secret_fails_the_run_naming_the_flag() {
+    assert_auth_fails(
+        &[],
+        &[
+            "close 1008 `missing token`",
+            "a server with auth on needs --jwt-secret",
+        ],
+    );
 }
