@@ -39,7 +39,9 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::children::{self, Child};
 use crate::error::{Error, Result};
-use crate::meta::{CONFIG_HASH_ANNOTATION, FINALIZER, MANAGED_BY_SELECTOR, MANAGER, Names};
+use crate::meta::{
+    CONFIG_HASH_ANNOTATION, Component, FINALIZER, MANAGED_BY_SELECTOR, MANAGER, Names,
+};
 use crate::metrics::Metrics;
 use crate::secrets::Credentials;
 use crate::server::external_refs;
@@ -483,7 +485,8 @@ async fn write_status(cc: &ChatCluster, ctx: &Context, status: ChatClusterStatus
 
 /// Runs the retention policy before the ChatCluster goes away. Children are
 /// left to the garbage collector (ownerReferences); what is decided here is
-/// the fate of the data volumes, which nothing owns.
+/// the fate of PostgreSQL's data claims, which nothing owns. (Redis's claim,
+/// with persistence on, goes with its StatefulSet: see `redis.rs`.)
 async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     let names = Names::of(cc);
     let reference = cc.object_ref(&());
@@ -495,8 +498,8 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
             let claims: Api<PersistentVolumeClaim> =
                 Api::namespaced(ctx.client.clone(), &names.namespace);
             let selector = format!(
-                "app.kubernetes.io/instance={},app.kubernetes.io/managed-by={MANAGER}",
-                names.cluster
+                "{},app.kubernetes.io/managed-by={MANAGER}",
+                names.selector_string(Component::Postgres)
             );
             let list = claims
                 .list(&ListParams::default().labels(&selector))

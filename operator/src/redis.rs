@@ -2,12 +2,15 @@
 //!
 //! A StatefulSet (rather than a Deployment) gives Redis a stable identity and,
 //! with persistence on, a volumeClaimTemplate, so an append-only file survives
-//! restarts. Without persistence, data lives in an emptyDir: the chat history is
-//! in PostgreSQL, and Redis only holds counters and presence that PostgreSQL's
-//! sequence numbers and the presence TTL recover from.
+//! pod restarts. That claim is deleted with the StatefulSet, whatever
+//! PostgreSQL's retention policy: Redis only holds counters and presence, which
+//! PostgreSQL's sequence numbers and the presence TTL rebuild. Without
+//! persistence, the data lives in an emptyDir.
 
 use crds::ChatCluster;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PodSpec, PodTemplateSpec, Probe,
     Service, Volume, VolumeMount,
@@ -118,6 +121,14 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
                 }),
             },
             volume_claim_templates: claims,
+            // Redis data is derived state (PostgreSQL holds the history): its
+            // claim goes with the StatefulSet, whatever PostgreSQL's retention.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Delete".into()),
+                },
+            ),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -151,6 +162,11 @@ mod tests {
         cc.spec.redis.persistence.enabled = true;
         cc.spec.redis.persistence.size = "5Gi".into();
         let spec = stateful_set(&cc).spec.unwrap();
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .clone()
+            .unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
         let claim = &spec.volume_claim_templates.unwrap()[0];
         let requests = claim
             .spec
