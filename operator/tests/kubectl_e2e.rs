@@ -256,6 +256,8 @@ async fn a_user_drives_the_operator_with_kubectl() {
         image, "chat-server:0.1.0",
         "the example's image reaches the Deployment"
     );
+    let live = http_get(port, "/healthz").unwrap_or_default();
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     let ready = http_get(port, "/readyz").unwrap_or_default();
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let metrics = http_get(port, "/metrics").unwrap_or_default();
