@@ -495,6 +495,23 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     }
     match cc.spec.postgres.storage.retention_policy {
         RetentionPolicy::Delete => {
+            // The StatefulSet goes first: while it exists, a replacement pod
+            // would have its claim created again.
+            let statefulsets: Api<StatefulSet> =
+                Api::namespaced(ctx.client.clone(), &names.namespace);
+            match statefulsets
+                .delete(&names.postgres(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(e) => {
+                    return Err(Error::kube(
+                        "delete",
+                        format!("StatefulSet/{}", names.postgres()),
+                    )(e));
+                }
+            }
             let claims: Api<PersistentVolumeClaim> =
                 Api::namespaced(ctx.client.clone(), &names.namespace);
             let selector = format!(
