@@ -13,6 +13,11 @@
 //! `since` use the same read: the member is registered in buffering mode, the
 //! session streams the stored range up to the actor's seq at registration, and
 //! the actor then releases the buffered live frames after it.
+//!
+//! The mailboxes are unbounded on purpose: the broker's single pub/sub reader must
+//! never wait on one room. A backlog only builds while a room fills a gap, which is
+//! bounded in time (`GAP_WAIT`); member queues, where clients set the pace, are the
+//! bounded ones.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
