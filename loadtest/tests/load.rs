@@ -665,3 +665,135 @@ fn a_missing_secret_fails_the_run_naming_the_flag() {
         ],
     );
 }
+
+/// A TCP proxy in front of one instance whose server → client direction can be
+/// stalled on demand: a client that stops reading, as far as the server can
+/// tell, without changing `chat-load`. Client → server always flows.
+struct StallProxy {
+    addr: SocketAddr,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+impl StallProxy {
+    fn start(cluster: &Cluster, upstream: SocketAddr) -> Self {
+        let listener = cluster
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let (stalled, watch) = tokio::sync::watch::channel(false);
+        cluster.rt.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Self::forward(client, upstream, watch.clone()));
+            }
+        });
+        Self { addr, stalled }
+    }
+
+    async fn forward(
+        client: tokio::net::TcpStream,
+        upstream: SocketAddr,
+        mut stalled: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A small receive buffer, so the server's socket fills up soon.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let _ = socket.set_recv_buffer_size(4096);
+        let Ok(server) = socket.connect(upstream).await else {
+            return;
+        };
+        let (mut client_rd, mut client_wr) = client.into_split();
+        let (mut server_rd, mut server_wr) = server.into_split();
+        let upstream_copy = async {
+            let _ = tokio::io::copy(&mut client_rd, &mut server_wr).await;
+            let _ = server_wr.shutdown().await;
+        };
+        let downstream_copy = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                if stalled.wait_for(|s| !*s).await.is_err() {
+                    break;
+                }
+                match server_rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if client_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = client_wr.shutdown().await;
+        };
+        tokio::join!(upstream_copy, downstream_copy);
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    fn stall(&self, on: bool) {
+        self.stalled.send_replace(on);
+    }
+}
+
+/// Polls a server metric until it reaches `at_least` (bounded by [`WAIT`]).
+fn wait_for_metric(addr: SocketAddr, name: &str, at_least: f64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric(addr, name) < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} on {addr} never reached {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_slow_consumer_close_is_recovered_by_rejoining_with_since() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded_with(&dir, &["--outbound-queue", "256"]);
+    let server = cluster.servers[0].addr;
+    let proxy = StallProxy::start(&cluster, server);
+    // One room of 4; 4 KB bodies fill the stalled sockets' buffers quickly,
+    // while the queue of 256 frames is ample for clients that do read.
+    let args = [
+        "--clients",
+        "4",
+        "--rooms",
+        "1",
+        "--batch-size",
+        "4",
+        "--messages",
+        "400",
+        "--rate",
+        "25",
+        "--body-size",
+        "4000",
+        "--max-reconnects",
+        "20",
+    ];
+    let running = Load::new(&[proxy.url()], &args, &dir).spawn();
+    // Once the load runs, the clients stop reading until the server has given
+    // up on one of them (4000), then they read again and must recover.
+    wait_for_metric(server, "chat_messages_received_total", 20.0);
+    proxy.stall(true);
+    wait_for_metric(server, "chat_slow_consumer_disconnects_total", 1.0);
+    proxy.stall(false);
+    let run = running.finish();
+
+    let audit = &run.json["audit"];
+    run.assert_exit(0);
+    // The server closed with 4000; the client may see that close frame, or
+    // only a reset when the server drops the socket with unread input.
+    let closes = &run.json["closes"];
+    let count = |code: &str| closes[code].as_u64().unwrap_or(0);
+    assert!(count("4000") + count("abnormal") > 0, "{closes:#}");
+    assert!(run.u64("/connections/reconnects") > 0);
+    assert!(run.u64("/audit/recovered") > 0, "{audit:#}");
+    assert_eq!(run.u64("/audit/expected"), run.u64("/audit/delivered"));
+    for zero in ["missing", "duplicated", "out_of_order", "lost_acked"] {
+        assert_eq!(audit[zero], 0, "audit.{zero} in {audit:#}");
+    }
+    assert_eq!(run.u64("/messages/sent"), 1600);
+}
