@@ -27,6 +27,8 @@ use crate::store::batcher::CommitError;
 
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 256;
+/// How long a closing connection waits for the client's close reply.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
 
 struct PendingAck {
     reference: Option<String>,
@@ -102,7 +104,28 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     // Commits already queued still complete; acks can no longer be delivered.
     s.leave_all().await;
     out.close(1000, "");
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Finish the closing handshake: while the writer sends our close frame, keep
+    // reading (and discarding) until the client answers it. Closing a socket with
+    // unread input makes the kernel send a reset, which destroys the close frame
+    // still in flight, and the client would see a crash instead of 1001 or 4000.
+    let abort = writer.abort_handle();
+    let handshake = async {
+        let drain = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::join!(writer, drain);
+    };
+    if tokio::time::timeout(CLOSE_HANDSHAKE, handshake)
+        .await
+        .is_err()
+    {
+        // A peer that never reads keeps the writer blocked: give up on it.
+        abort.abort();
+    }
     app.metrics.connections.dec();
     tracing::debug!(conn, "disconnected");
 }
