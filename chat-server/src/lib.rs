@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -126,6 +127,13 @@ pub async fn run(
         tokio::select! {
             _ = shutdown => signal.cancel(),
             _ = signal.cancelled() => {}
+        }
+    });
+    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle holds an
+    // `ack` behind the unacknowledged echo until the client's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {e}");
         }
     });
     let serve = axum::serve(listener, http::router(app.clone()))
