@@ -4,7 +4,7 @@ mod support;
 
 use serde_json::json;
 use sqlx::Connection;
-use support::{Server, fresh_database, http_json, room};
+use support::{Server, fresh_database, http_json, room, seqs};
 
 #[tokio::test]
 async fn messages_cross_instances_in_seq_order_and_are_persisted_at_ack() {
@@ -66,25 +66,13 @@ async fn messages_cross_instances_in_seq_order_and_are_persisted_at_ack() {
     let h = on_a
         .request(json!({"type":"history","room":r,"limit":3}))
         .await;
-    let seqs: Vec<u64> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, vec![n - 2, n - 1, n]);
+    assert_eq!(seqs(&h), vec![n - 2, n - 1, n]);
     let (_, page) = http_json(
         a.addr,
         &format!("/api/rooms/{r}/messages?after=10&before=14&limit=200"),
     )
     .await;
-    let seqs: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, vec![11, 12, 13]);
+    assert_eq!(seqs(&page), vec![11, 12, 13]);
 
     // A client that dropped at seq 150 rejoins on A with since and misses nothing;
     // a message sent meanwhile on B follows at the seam, once.

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Server, TempDir, http_json, room};
+use support::{Server, TempDir, http_json, room, seqs};
 
 #[tokio::test]
 async fn embedded_mode_chats_persists_and_recovers() {
@@ -38,13 +38,7 @@ async fn embedded_mode_chats_persists_and_recovers() {
     let h = bob
         .request(json!({"type":"history","room":r,"before":4,"limit":2}))
         .await;
-    let seqs: Vec<u64> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(seqs(&h), vec![2, 3]);
     assert_eq!(h["messages"][0]["type"], "message");
 
     // Restart on the same file: history survives and seqs continue.

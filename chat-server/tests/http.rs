@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Server, TempDir, http_get, http_json, room};
+use support::{Server, TempDir, http_get, http_json, room, seqs};
 
 #[tokio::test]
 async fn http_endpoints() {
@@ -36,14 +36,6 @@ async fn http_endpoints() {
     for i in 1..=5 {
         c.send_acked(&r, &format!("h{i}")).await;
     }
-    let seqs = |v: &serde_json::Value| -> Vec<u64> {
-        v["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect()
-    };
     let (status, v) = http_json(addr, &format!("/api/rooms/{r}/messages")).await;
     assert_eq!(status, 200);
     assert_eq!(v["room"], r);

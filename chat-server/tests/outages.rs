@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
-use support::{Server, fresh_database, http_json, room};
+use support::{Server, fresh_database, http_json, room, seqs};
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {
@@ -235,12 +235,7 @@ async fn postgres_outage_refuses_sends_then_recovers() {
     let seq = seq.expect("sends accepted again");
 
     let (_, page) = http_json(server.addr, &format!("/api/rooms/{r}/messages?limit=200")).await;
-    let stored: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    let stored = seqs(&page);
     assert!(stored.contains(&1) && stored.contains(&seq));
     for s in acked {
         assert!(stored.contains(&s), "acked seq {s} is stored");

@@ -289,6 +289,16 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The `seq`s of a `history` frame's or the messages API's `messages`, in order.
+pub fn seqs(v: &Value) -> Vec<u64> {
+    v["messages"]
+        .as_array()
+        .expect("a messages array")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("a numeric seq"))
+        .collect()
+}
+
 pub async fn http_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, body) = http_get(addr, path).await.expect("http get");
     (
