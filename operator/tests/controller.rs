@@ -144,6 +144,18 @@ impl Harness {
         .await
     }
 
+    /// Deletes the ChatCluster and waits until it is gone (finalizer done).
+    async fn delete_cluster(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete the ChatCluster");
+        eventually("the ChatCluster to be gone", || {
+            self.cluster(name).is_none().then_some(())
+        })
+        .await;
+    }
+
     async fn wait_event(&self, reason: &str) {
         eventually(&format!("a {reason} event"), || {
             self.event_reasons()
@@ -433,14 +445,7 @@ async fn deletion_with_retain_keeps_the_claims_and_their_secret() {
         "postgres-password",
     );
 
-    h.api
-        .delete("demo", &DeleteParams::default())
-        .await
-        .expect("delete the ChatCluster");
-    eventually("the ChatCluster to be gone", || {
-        h.cluster("demo").is_none().then_some(())
-    })
-    .await;
+    h.delete_cluster("demo").await;
     for (group, plural, name) in [
         ("apps", "deployments", "demo"),
         ("apps", "statefulsets", "demo-postgres"),
@@ -493,14 +498,7 @@ async fn deletion_with_delete_removes_the_claims() {
     })
     .await;
 
-    h.api
-        .delete("demo", &DeleteParams::default())
-        .await
-        .expect("delete the ChatCluster");
-    eventually("the ChatCluster to be gone", || {
-        h.cluster("demo").is_none().then_some(())
-    })
-    .await;
+    h.delete_cluster("demo").await;
     assert!(
         h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
             .is_none()
@@ -759,14 +757,7 @@ async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
             .then_some(())
     })
     .await;
-    h.api
-        .delete("demo", &DeleteParams::default())
-        .await
-        .expect("delete");
-    eventually("the ChatCluster to be gone", || {
-        h.cluster("demo").is_none().then_some(())
-    })
-    .await;
+    h.delete_cluster("demo").await;
 
     create(
         &h,
