@@ -86,6 +86,11 @@ pub struct Config {
     /// Accepted messages that may wait for their commit; a full queue slows senders down.
     #[arg(long, env = "CHAT_PERSIST_QUEUE", default_value_t = 20_000)]
     pub persist_queue: usize,
+
+    /// Milliseconds a missing seq is waited for (its commit may be in flight) before
+    /// readers give it up; a commit later than that is refused, never acked.
+    #[arg(long, env = "CHAT_GAP_WAIT_MS", default_value_t = 10_000)]
+    pub gap_wait_ms: u64,
 }
 
 impl Config {
@@ -106,6 +111,10 @@ impl Config {
         Duration::from_secs(self.presence_ttl_secs.max(1))
     }
 
+    pub fn gap_wait(&self) -> Duration {
+        Duration::from_millis(self.gap_wait_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -123,6 +132,7 @@ impl Config {
             ("--rate-per-sec", self.rate_per_sec as usize),
             ("--rate-burst", self.rate_burst as usize),
             ("--history-max-limit", self.history_max_limit as usize),
+            ("--gap-wait-ms", self.gap_wait_ms as usize),
         ];
         for (flag, value) in positive {
             if value == 0 {

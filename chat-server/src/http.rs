@@ -6,15 +6,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State, rejection::QueryRejection};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, Request, State, rejection::QueryRejection};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
-use crate::auth::resolve_user;
+use crate::auth::{AuthError, resolve_user};
 use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN};
 use crate::protocol::{ChatMessage, ErrorCode, valid_name};
 use crate::session;
@@ -23,11 +24,14 @@ use crate::store::Range;
 const INDEX_HTML: &str = include_str!("../static/index.html");
 
 pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/rooms/{room}/messages", get(messages))
+        .route("/api/rooms/{room}/members", get(members))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/ws", get(ws))
-        .route("/api/rooms/{room}/messages", get(messages))
-        .route("/api/rooms/{room}/members", get(members))
+        .merge(api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -95,6 +99,51 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
         }
     })
     .await;
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// With auth on, the JSON API wants the same JWT as the WebSocket: an
+/// `Authorization: Bearer` header, or the `token` query parameter.
+async fn authorize(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let Some(verifier) = app.verifier.as_ref() else {
+        return next.run(request).await;
+    };
+    let query = Query::<TokenQuery>::try_from_uri(request.uri())
+        .ok()
+        .and_then(|Query(q)| q.token);
+    let verified = bearer(request.headers())
+        .or(query)
+        .ok_or(AuthError::MissingToken)
+        .and_then(|token| verifier.verify(&token));
+    match verified {
+        Ok(_) => next.run(request).await,
+        Err(e) => unauthorized(e),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn unauthorized(e: AuthError) -> Response {
+    let mut response = api_error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        e.to_string(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn api_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
@@ -165,11 +214,14 @@ async fn messages(
         )
         .await
     {
-        Ok(messages) => Json(History {
-            room: &room,
-            messages,
-        })
-        .into_response(),
+        Ok(mut messages) => {
+            messages.retain(|m| !m.is_tombstone());
+            Json(History {
+                room: &room,
+                messages,
+            })
+            .into_response()
+        }
         Err(e) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,

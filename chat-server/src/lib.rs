@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod rate;
+pub mod redis_commands;
 pub mod session;
 pub mod store;
 
@@ -34,12 +35,13 @@ pub use config::Config;
 use crate::app::App;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
-use crate::broker::redis::{RedisBroker, connection_manager};
+use crate::broker::redis::RedisBroker;
 use crate::hub::{Hub, Rooms};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
+use crate::redis_commands::Commands;
 use crate::store::HistoryStore;
 use crate::store::batcher::Batcher;
 use crate::store::postgres::PostgresStore;
@@ -79,15 +81,18 @@ pub async fn run(
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &config.redis_url {
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
-            let broker =
-                RedisBroker::connect(client.clone(), rooms.clone(), node.clone(), token.clone())
-                    .await
-                    .context("connecting to Redis")?;
-            let conn = connection_manager(client)
+            let commands = Commands::connect(client.clone())
                 .await
                 .context("connecting to Redis")?;
+            let broker = RedisBroker::start(
+                client,
+                commands.clone(),
+                rooms.clone(),
+                node.clone(),
+                token.clone(),
+            );
             let presence =
-                RedisPresence::start(conn, node.clone(), config.presence_ttl(), token.clone());
+                RedisPresence::start(commands, node.clone(), config.presence_ttl(), token.clone());
             (Arc::new(broker), Arc::new(presence))
         }
         None => (
@@ -102,7 +107,13 @@ pub async fn run(
         metrics.clone(),
         token.clone(),
     );
-    let hub = Hub::new(rooms, broker.clone(), store.clone(), metrics.clone());
+    let hub = Hub::new(
+        rooms,
+        broker.clone(),
+        store.clone(),
+        metrics.clone(),
+        config.gap_wait(),
+    );
     let grace = config.shutdown_grace();
     let app = Arc::new(App::new(
         config,

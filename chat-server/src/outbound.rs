@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;

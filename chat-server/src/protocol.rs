@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Longest room or user name.
 pub const MAX_NAME_LEN: usize = 64;
 
+/// Longest `ref` of a `send`, in bytes. A `ref` is kept per pending ack and echoed
+/// back, so it is bounded; a longer one is refused without being echoed.
+pub const MAX_REF_LEN: usize = 128;
+
 /// The name rule for rooms and users: `^[A-Za-z0-9_.:-]{1,64}$`.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
@@ -54,14 +58,16 @@ pub struct ParseError {
 }
 
 impl ClientFrame {
-    /// Parses one text frame. Errors carry a readable reason and the `ref`, if any.
+    /// Parses one text frame. Errors carry a readable reason and the `ref`, if any
+    /// (and if it is within [`MAX_REF_LEN`]).
     pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
-        serde_json::from_str(text).map_err(|err| {
+        let frame = serde_json::from_str(text).map_err(|err| {
             let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
             let reference = value
                 .as_ref()
                 .and_then(|v| v.get("ref"))
                 .and_then(|r| r.as_str())
+                .filter(|r| r.len() <= MAX_REF_LEN)
                 .map(str::to_owned);
             let message = match &value {
                 None => format!("malformed JSON: {err}"),
@@ -70,7 +76,16 @@ impl ClientFrame {
                 Some(_) => format!("invalid frame: {err}"),
             };
             ParseError { message, reference }
-        })
+        })?;
+        match &frame {
+            ClientFrame::Send {
+                reference: Some(r), ..
+            } if r.len() > MAX_REF_LEN => Err(ParseError {
+                message: format!("ref is {} bytes; the limit is {MAX_REF_LEN}", r.len()),
+                reference: None,
+            }),
+            _ => Ok(frame),
+        }
     }
 }
 
@@ -85,10 +100,12 @@ pub enum ErrorCode {
     TooManyRooms,
     RateLimited,
     Unavailable,
+    /// HTTP API only: auth is on and the request has no valid token.
+    Unauthorized,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::NotMember,
@@ -96,6 +113,7 @@ impl ErrorCode {
         ErrorCode::TooManyRooms,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +125,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 }
@@ -120,6 +139,25 @@ pub struct ChatMessage {
     pub user: String,
     pub body: String,
     pub ts: u64,
+}
+
+impl ChatMessage {
+    /// A placeholder stored for a seq that was given up as never committed, so that
+    /// its late commit conflicts instead of being acked (see `hub`). Its empty user
+    /// breaks the name rule, so no real message looks like one.
+    pub fn tombstone(room: &str, seq: u64) -> ChatMessage {
+        ChatMessage {
+            room: room.to_owned(),
+            seq,
+            user: String::new(),
+            body: String::new(),
+            ts: 0,
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        self.user.is_empty()
+    }
 }
 
 /// `presence.event`.
@@ -301,6 +339,32 @@ mod tests {
         assert_eq!(e.reference.as_deref(), Some("r1"));
         let e = ClientFrame::parse(r#"{"type":"join","room":5}"#).unwrap_err();
         assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
+
+    #[test]
+    fn long_refs_are_refused_and_never_echoed() {
+        let ok = "r".repeat(MAX_REF_LEN);
+        let frame = format!(r#"{{"type":"send","room":"l","body":"b","ref":"{ok}"}}"#);
+        assert!(ClientFrame::parse(&frame).is_ok());
+        let long = "r".repeat(MAX_REF_LEN + 1);
+        let frame = format!(r#"{{"type":"send","room":"l","body":"b","ref":"{long}"}}"#);
+        let e = ClientFrame::parse(&frame).unwrap_err();
+        assert_eq!(e.message, "ref is 129 bytes; the limit is 128");
+        assert_eq!(e.reference, None);
+        // Nor on a frame that fails for another reason.
+        let frame = format!(r#"{{"type":"send","room":"l","ref":"{long}"}}"#);
+        assert_eq!(ClientFrame::parse(&frame).unwrap_err().reference, None);
+    }
+
+    #[test]
+    fn deeply_nested_json_is_a_parse_error() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let e = ClientFrame::parse(&nested(100_000)).unwrap_err();
+        assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
+        // Under an ignored field too: serde_json's recursion limit, not the stack.
+        let frame = format!(r#"{{"type":"ping","x":{}}}"#, nested(100_000));
+        let e = ClientFrame::parse(&frame).unwrap_err();
+        assert!(e.message.contains("recursion limit"), "{}", e.message);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_TOO_BIG, Outbound};
+use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Outbound};
 use crate::protocol::{
     ChatMessage, ClientFrame, ErrorCode, MessageParts, PresenceEvent, ServerFrame, valid_name,
 };
@@ -48,6 +48,8 @@ struct Session {
     rooms: HashSet<String>,
     bucket: TokenBucket,
     acks: FuturesUnordered<AckFuture>,
+    /// Publishes so far: names each publish for the broker's idempotent retry.
+    published: u64,
 }
 
 /// Serves one upgraded connection until it closes.
@@ -73,6 +75,7 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
         rooms: HashSet::new(),
         bucket,
         acks: FuturesUnordered::new(),
+        published: 0,
     };
     for room in rooms {
         s.join(room, None).await;
@@ -88,13 +91,11 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
             msg = stream.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(Message::Text(text))) => s.frame(&text).await,
-                Some(Ok(Message::Binary(_))) => {
-                    s.error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None)
-                }
+                Some(Ok(Message::Binary(_))) => s.binary(),
                 Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
                 Some(Err(e)) => {
-                    if too_large(e) {
-                        out.close(CLOSE_TOO_BIG, "frame too large");
+                    if let Some((code, reason)) = close_for(e) {
+                        out.close(code, reason);
                     }
                     break;
                 }
@@ -130,12 +131,14 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     tracing::debug!(conn, "disconnected");
 }
 
-fn too_large(e: axum::Error) -> bool {
+/// The close code for a read error caused by the client's input, if it was.
+fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
     let inner = e.into_inner();
-    matches!(
-        inner.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+    match inner.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((CLOSE_TOO_BIG, "frame too large")),
+        tungstenite::Error::Utf8(_) => Some((CLOSE_INVALID_DATA, "text frame is not valid UTF-8")),
+        _ => None,
+    }
 }
 
 async fn write_loop(
@@ -202,17 +205,33 @@ impl Session {
         });
     }
 
-    async fn frame(&mut self, text: &str) {
-        if !self.bucket.try_take(Instant::now()) {
-            let reference = ClientFrame::parse(text).ok().and_then(|f| match f {
-                ClientFrame::Send { reference, .. } => reference,
-                _ => None,
-            });
-            let message = format!(
-                "more than {} frames per second (bursts of {}); frame dropped",
-                self.app.config.rate_per_sec, self.app.config.rate_burst
+    /// Takes a token for one client frame, of any kind; false (and a
+    /// `rate_limited` error) when the frame must be dropped unread.
+    fn admit(&mut self) -> bool {
+        if self.bucket.try_take(Instant::now()) {
+            return true;
+        }
+        let message = format!(
+            "more than {} frames per second (bursts of {}); frame dropped unread",
+            self.app.config.rate_per_sec, self.app.config.rate_burst
+        );
+        self.error(ErrorCode::RateLimited, &message, None);
+        false
+    }
+
+    fn binary(&mut self) {
+        if self.admit() {
+            self.error(
+                ErrorCode::BadRequest,
+                "binary frames are not supported; send JSON text frames",
+                None,
             );
-            return self.error(ErrorCode::RateLimited, &message, reference.as_deref());
+        }
+    }
+
+    async fn frame(&mut self, text: &str) {
+        if !self.admit() {
+            return;
         }
         match ClientFrame::parse(text) {
             Err(e) => self.error(ErrorCode::BadRequest, &e.message, e.reference.as_deref()),
@@ -268,11 +287,7 @@ impl Session {
                 if rejoin {
                     self.drop_presence(&room).await;
                 }
-                return self.error(
-                    ErrorCode::Unavailable,
-                    &format!("cannot join {room}: {e}"),
-                    None,
-                );
+                return self.refuse_join(&room, &e.to_string());
             }
         };
         let presence = &self.app.presence;
@@ -287,11 +302,7 @@ impl Session {
             Err(e) => {
                 hub.leave(&room, self.conn);
                 let _ = presence.remove(&room, self.conn).await;
-                return self.error(
-                    ErrorCode::Unavailable,
-                    &format!("cannot join {room}: {e}"),
-                    None,
-                );
+                return self.refuse_join(&room, &e.to_string());
             }
         };
         self.rooms.insert(room.clone());
@@ -309,10 +320,8 @@ impl Session {
                 match hub.replay(&room, since, last_seq, &self.out).await {
                     Ok(seq) => seq,
                     Err(e) => {
-                        let message = format!(
-                            "cannot replay {room} after seq {since}: {e}; rejoin with since"
-                        );
-                        self.error(ErrorCode::Unavailable, &message, None);
+                        let reason = format!("cannot replay after seq {since}: {e}");
+                        self.refuse_join(&room, &reason);
                         self.rooms.remove(&room);
                         hub.leave(&room, self.conn);
                         self.drop_presence(&room).await;
@@ -323,6 +332,16 @@ impl Session {
             _ => last_seq,
         };
         hub.live(&room, self.conn, delivered);
+    }
+
+    /// A join that could not be served: one WARN line, and `unavailable`.
+    fn refuse_join(&self, room: &str, reason: &str) {
+        tracing::warn!(conn = self.conn, user = %self.user, room, reason, "join refused");
+        self.error(
+            ErrorCode::Unavailable,
+            &format!("cannot join {room}: {reason}; retry the join (with since)"),
+            None,
+        );
     }
 
     async fn announce(&self, room: &str, event: PresenceEvent) {
@@ -361,11 +380,14 @@ impl Session {
         self.push(ServerFrame::Left { room: &room });
     }
 
+    /// Leaves every room at once: the presence updates run concurrently, so a
+    /// dead Redis costs one timeout, not one per room (shutdown has a deadline).
     async fn leave_all(&mut self) {
-        for room in std::mem::take(&mut self.rooms) {
-            self.app.hub.leave(&room, self.conn);
-            self.drop_presence(&room).await;
+        let rooms = std::mem::take(&mut self.rooms);
+        for room in &rooms {
+            self.app.hub.leave(room, self.conn);
         }
+        futures::future::join_all(rooms.iter().map(|room| self.drop_presence(room))).await;
     }
 
     async fn send(&mut self, room: String, body: String, reference: Option<String>) {
@@ -388,6 +410,13 @@ impl Session {
             );
             return self.error(ErrorCode::TooLarge, &message, r);
         }
+        if body.contains('\0') {
+            return self.error(
+                ErrorCode::BadRequest,
+                "body contains U+0000 (NUL), which the history store cannot hold",
+                r,
+            );
+        }
         let batcher = &self.app.batcher;
         if batcher.store_down() {
             return self.error(
@@ -406,7 +435,12 @@ impl Session {
         };
         let ts = now_ms();
         let parts = MessageParts::new(&room, &self.user, &body, ts);
-        let seq = match self.app.hub.publish(&room, &parts).await {
+        self.published += 1;
+        let publish = self
+            .app
+            .hub
+            .publish(&room, &parts, self.conn, self.published);
+        let seq = match publish.await {
             Ok(seq) => seq,
             Err(e) => {
                 return self.error(
@@ -443,11 +477,22 @@ impl Session {
                 room: &ack.room,
                 seq: ack.seq,
             }),
-            Err(e) => self.error(
-                ErrorCode::Unavailable,
-                &format!("message {} not stored: {e}", ack.seq),
-                reference,
-            ),
+            Err(e) => {
+                if let CommitError::Conflict(_) = e {
+                    // The seq was taken: the room's counter went backwards.
+                    let (hub, room) = (self.app.hub.clone(), ack.room.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = hub.repair_counter(&room).await {
+                            tracing::warn!(room, error = %e, "raising the seq counter failed");
+                        }
+                    });
+                }
+                self.error(
+                    ErrorCode::Unavailable,
+                    &format!("message {} not stored: {e}", ack.seq),
+                    reference,
+                )
+            }
         }
     }
 
@@ -477,10 +522,13 @@ impl Session {
             )
             .await
         {
-            Ok(messages) => self.push(ServerFrame::History {
-                room: &room,
-                messages: &messages,
-            }),
+            Ok(mut messages) => {
+                messages.retain(|m| !m.is_tombstone());
+                self.push(ServerFrame::History {
+                    room: &room,
+                    messages: &messages,
+                })
+            }
             Err(e) => self.error(
                 ErrorCode::Unavailable,
                 &format!("history unavailable: {e}"),

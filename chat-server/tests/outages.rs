@@ -7,81 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use sqlx::Connection;
-use support::{Server, fresh_database, http_json, room, seqs};
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_redis(port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server on PATH (scripts/test.sh installs it)");
-    let up = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(support::WAIT, up)
-        .await
-        .expect("redis-server started");
-    child
-}
-
-/// Polls /readyz until its status is `want`; returns the body.
-async fn readyz_until(server: &Server, want: u16) -> Value {
-    let poll = async {
-        loop {
-            let (status, body) = http_json(server.addr, "/readyz").await;
-            if status == want {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(support::WAIT, poll)
-        .await
-        .expect("readiness changed in time")
-}
-
-/// Sends until the server answers with an ack (returns Ok(seq)) or an error
-/// (returns Err(code)).
-async fn try_send(c: &mut support::Client, room: &str, body: &str) -> Result<u64, String> {
-    let r = support::unique("ref");
-    c.send(json!({"type":"send","room":room,"body":body,"ref":r}))
-        .await;
-    loop {
-        let v = c.recv().await;
-        if v["ref"] == r.as_str() {
-            return match v["type"].as_str() {
-                Some("ack") => Ok(v["seq"].as_u64().unwrap()),
-                _ => Err(v["code"].as_str().unwrap_or_default().to_owned()),
-            };
-        }
-    }
-}
+use serde_json::json;
+use support::{
+    Server, allow_connections, free_port, fresh_database, http_json, readyz_until, room, seqs,
+    start_redis, try_send,
+};
 
 #[tokio::test]
 async fn redis_restart_reconnects_resubscribes_and_loses_nothing() {
@@ -160,27 +90,13 @@ async fn redis_restart_reconnects_resubscribes_and_loses_nothing() {
 #[tokio::test]
 async fn postgres_outage_refuses_sends_then_recovers() {
     let db = fresh_database().await;
-    let name = db.rsplit('/').next().unwrap().to_owned();
     let server = Server::clustered(&db, &[]).await;
     let r = room();
     let mut c = server.client(&format!("user=p&room={r}")).await;
     c.recv_type("joined").await;
     assert_eq!(c.send_acked(&r, "one").await, 1);
 
-    let mut admin = sqlx::PgConnection::connect(&support::admin_database_url())
-        .await
-        .unwrap();
-    let exec = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
-    exec(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    exec(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    allow_connections(&db, false).await;
     let body = readyz_until(&server, 503).await;
     assert_eq!(body["status"], "not_ready");
     let (status, health) = http_json(server.addr, "/actuator/health").await;
@@ -207,10 +123,7 @@ async fn postgres_outage_refuses_sends_then_recovers() {
     }
     assert!(refused, "sends are refused while the store is down");
 
-    exec(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    allow_connections(&db, true).await;
     readyz_until(&server, 200).await;
     // Everything accepted before the outage was noticed is answered: acked (and
     // then stored) or refused.

@@ -7,8 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{BoxFuture, Broker, BrokerError, Deliver, RoomEvent};
-use crate::protocol::MessageParts;
+use super::{BoxFuture, Broker, BrokerError, Deliver, Publish, RoomEvent};
 
 pub struct MemoryBroker {
     counters: Mutex<HashMap<String, u64>>,
@@ -29,21 +28,19 @@ impl MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    fn publish<'a>(
-        &'a self,
-        room: &'a str,
-        parts: &'a MessageParts,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+    /// Cannot fail halfway, so `n` needs no bookkeeping; the counter cannot go
+    /// backwards, so neither does `floor`.
+    fn publish<'a>(&'a self, p: Publish<'a>) -> BoxFuture<'a, Result<u64, BrokerError>> {
         let result = (|| {
             let mut counters = self.counters();
-            let seq = counters.get_mut(room).ok_or(BrokerError::Unseeded)?;
+            let seq = counters.get_mut(p.room).ok_or(BrokerError::Unseeded)?;
             *seq += 1;
             let seq = *seq;
             self.deliver.deliver(
-                room,
+                p.room,
                 RoomEvent::Message {
                     seq,
-                    frame: parts.frame(seq).into(),
+                    frame: p.parts.frame(seq).into(),
                 },
             );
             Ok(seq)
@@ -80,8 +77,14 @@ impl Broker for MemoryBroker {
         Box::pin(async move { Ok(seq) })
     }
 
-    fn seed_seq<'a>(&'a self, room: &'a str, floor: u64) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.counters().entry(room.to_owned()).or_insert(floor);
+    fn raise_seq<'a>(
+        &'a self,
+        room: &'a str,
+        floor: u64,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut counters = self.counters();
+        let seq = counters.entry(room.to_owned()).or_insert(floor);
+        *seq = (*seq).max(floor);
         Box::pin(async { Ok(()) })
     }
 

@@ -13,6 +13,11 @@
 //! A room's counter can be missing (a new room, or Redis restarted without
 //! persistence). Then publishing reports [`BrokerError::Unseeded`] and the hub
 //! seeds the counter from the highest stored seq, so seqs never go backwards.
+//! A counter can also be *behind* (Redis restarted from an AOF written every
+//! second, or a failover to a lagging replica). Each publish therefore carries the
+//! highest seq its instance has seen in the room, and a counter at or below it
+//! jumps past it; a counter behind what only the store knows shows up as a commit
+//! conflict, after which the hub raises it to the stored maximum.
 
 pub mod memory;
 pub mod redis;
@@ -53,13 +58,31 @@ pub trait Deliver: Send + Sync + 'static {
     fn resync(&self);
 }
 
+/// One publish: what to publish and what the publisher knows.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub room: &'a str,
+    pub parts: &'a MessageParts,
+    /// The publishing connection; it has at most one publish in flight.
+    pub conn: u64,
+    /// Counts the connection's publishes: a retry of the same publish (same
+    /// `conn` and `n`) returns the seq already assigned instead of publishing twice.
+    pub n: u64,
+    /// The highest seq the publisher has seen in the room: the new seq is above it
+    /// even if the broker's counter went backwards.
+    pub floor: u64,
+}
+
+/// The contract of a broker implementation:
+/// - seqs of a room are assigned 1, 2, 3, … without reuse, and events of a room reach
+///   every subscriber in seq order;
+/// - `publish` is idempotent per `(conn, n)`: repeating it after an error whose
+///   outcome is unknown either returns the seq it was given or publishes it now;
+/// - an `Err` means the operation did not happen, except for `publish`, where it may
+///   have (and a repeat tells).
 pub trait Broker: Send + Sync + 'static {
     /// Assigns the room's next seq and publishes `parts.frame(seq)`; returns the seq.
-    fn publish<'a>(
-        &'a self,
-        room: &'a str,
-        parts: &'a MessageParts,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+    fn publish<'a>(&'a self, publish: Publish<'a>) -> BoxFuture<'a, Result<u64, BrokerError>>;
     /// Publishes a rendered presence frame caused by local connection `origin`.
     fn publish_presence<'a>(
         &'a self,
@@ -73,8 +96,9 @@ pub trait Broker: Send + Sync + 'static {
     fn unsubscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()>;
     /// The room's latest seq; `None` when its counter is missing.
     fn last_seq<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<u64>, BrokerError>>;
-    /// Creates the room's counter at `floor` unless it exists.
-    fn seed_seq<'a>(&'a self, room: &'a str, floor: u64) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Raises the room's counter to at least `floor`, creating it if missing.
+    fn raise_seq<'a>(&'a self, room: &'a str, floor: u64)
+    -> BoxFuture<'a, Result<(), BrokerError>>;
     /// `Err(reason)` when the broker is not usable.
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
 }

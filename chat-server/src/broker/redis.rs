@@ -1,16 +1,22 @@
 //! The Redis broker: seq assignment and fan-out across instances.
 //!
-//! Publishing is one Lua script: INCR the room's counter, splice the seq between
-//! the frame's prefix and suffix, PUBLISH the frame on the room's channel, return
-//! the seq. Being atomic, it makes publish order equal seq order.
+//! Publishing is one Lua script: INCR the room's counter (jumping past the
+//! publisher's floor if the counter went backwards), splice the seq between the
+//! frame's prefix and suffix, PUBLISH the frame on the room's channel, remember the
+//! seq under the publishing connection's key, return the seq. Being atomic, it
+//! makes publish order equal seq order. The remembered seq makes a retry after a
+//! lost reply (the script ran, the answer did not arrive) return that seq instead
+//! of publishing again, so the message still gets its commit slot and its ack.
 //!
 //! Each instance holds ONE pub/sub connection, owned by one task. Subscriptions are
 //! reference-counted there and only rooms with local members are subscribed. When
 //! the connection drops, the task reconnects with backoff, resubscribes every room
 //! and asks the hub to resync (fill what was missed from the history store).
-//! Commands use a [`ConnectionManager`], which reconnects by itself.
+//! Commands go through [`Commands`] (shared with presence, retried once on a
+//! broken connection).
 //!
-//! Keys: `chat:seq:{room}` (counter), channel `chat:room:{room}`.
+//! Keys: `chat:seq:{room}` (counter), channel `chat:room:{room}`,
+//! `chat:pub:{node}:{conn}` (the connection's last publish, `n:seq`, for 60 s).
 //! Limits: one Redis (no cluster); a pub/sub client far behind is disconnected by
 //! Redis (`client-output-buffer-limit pubsub`), which this task treats as a drop.
 
@@ -20,22 +26,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::PubSubSink;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Broker, BrokerError, Deliver, decode_event, encode_presence};
-use crate::protocol::MessageParts;
+use super::{BoxFuture, Broker, BrokerError, Deliver, Publish, decode_event, encode_presence};
+use crate::redis_commands::{Commands, TIMEOUT};
 
 const CHANNEL_PREFIX: &str = "chat:room:";
+/// KEYS: counter, publish record. ARGV: prefix, suffix, channel, floor, n.
 const PUBLISH_LUA: &str = r#"
+local done = redis.call('GET', KEYS[2])
+if done then
+  local n, seq = string.match(done, '^(%d+):(%d+)$')
+  if n == ARGV[5] then return tonumber(seq) end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[4])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. seq .. ARGV[2])
+redis.call('SET', KEYS[2], ARGV[5] .. ':' .. seq, 'EX', 60)
 return seq
 "#;
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// KEYS: counter. ARGV: floor.
+const RAISE_LUA: &str = r#"
+local seq = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if seq < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"#;
 
 fn channel(room: &str) -> String {
     format!("{CHANNEL_PREFIX}{room}")
@@ -45,40 +68,30 @@ fn counter_key(room: &str) -> String {
     format!("chat:seq:{room}")
 }
 
-/// A command connection with short timeouts, so a dead Redis fails requests fast.
-pub async fn connection_manager(
-    client: redis::Client,
-) -> Result<ConnectionManager, redis::RedisError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT))
-        .set_number_of_retries(1);
-    ConnectionManager::new_with_config(client, config).await
-}
-
 enum SubCommand {
     Subscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     Unsubscribe(String),
 }
 
 pub struct RedisBroker {
-    conn: ConnectionManager,
-    script: Script,
+    commands: Commands,
+    publish: Script,
+    raise: Script,
     node: String,
-    commands: mpsc::UnboundedSender<SubCommand>,
+    subscriptions: mpsc::UnboundedSender<SubCommand>,
     pubsub_up: Arc<AtomicBool>,
 }
 
 impl RedisBroker {
-    /// Connects (failing if Redis is unreachable now) and starts the pub/sub task.
-    pub async fn connect(
+    /// Starts the pub/sub task; commands go over `commands`.
+    pub fn start(
         client: redis::Client,
+        commands: Commands,
         deliver: Arc<dyn Deliver>,
         node: String,
         shutdown: CancellationToken,
-    ) -> Result<RedisBroker, BrokerError> {
-        let conn = connection_manager(client.clone()).await?;
-        let (commands, rx) = mpsc::unbounded_channel();
+    ) -> RedisBroker {
+        let (subscriptions, rx) = mpsc::unbounded_channel();
         let pubsub_up = Arc::new(AtomicBool::new(false));
         let task = PubSubTask {
             client,
@@ -89,31 +102,35 @@ impl RedisBroker {
             counts: HashMap::new(),
         };
         tokio::spawn(task.run(shutdown));
-        Ok(RedisBroker {
-            conn,
-            script: Script::new(PUBLISH_LUA),
-            node,
+        RedisBroker {
             commands,
+            publish: Script::new(PUBLISH_LUA),
+            raise: Script::new(RAISE_LUA),
+            node,
+            subscriptions,
             pubsub_up,
-        })
+        }
     }
 }
 
 impl Broker for RedisBroker {
-    fn publish<'a>(
-        &'a self,
-        room: &'a str,
-        parts: &'a MessageParts,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+    fn publish<'a>(&'a self, p: Publish<'a>) -> BoxFuture<'a, Result<u64, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let record = format!("chat:pub:{}:{}", self.node, p.conn);
+            let (counter, channel) = (counter_key(p.room), channel(p.room));
             let seq: i64 = self
-                .script
-                .key(counter_key(room))
-                .arg(&parts.prefix)
-                .arg(&parts.suffix)
-                .arg(channel(room))
-                .invoke_async(&mut conn)
+                .commands
+                .run(|mut conn| {
+                    let mut call = self.publish.prepare_invoke();
+                    call.key(&counter)
+                        .key(&record)
+                        .arg(&p.parts.prefix)
+                        .arg(&p.parts.suffix)
+                        .arg(&channel)
+                        .arg(p.floor)
+                        .arg(p.n);
+                    async move { call.invoke_async(&mut conn).await }
+                })
                 .await?;
             u64::try_from(seq).map_err(|_| BrokerError::Unseeded)
         })
@@ -126,9 +143,13 @@ impl Broker for RedisBroker {
         frame: String,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = conn
-                .publish(channel(room), encode_presence(&self.node, origin, &frame))
+            let payload = encode_presence(&self.node, origin, &frame);
+            let _: i64 = self
+                .commands
+                .run(|mut conn| {
+                    let (channel, payload) = (channel(room), payload.clone());
+                    async move { conn.publish(channel, payload).await }
+                })
                 .await?;
             Ok(())
         })
@@ -137,7 +158,7 @@ impl Broker for RedisBroker {
     fn subscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
-            self.commands
+            self.subscriptions
                 .send(SubCommand::Subscribe(room.to_owned(), tx))
                 .map_err(|_| BrokerError::Disconnected)?;
             rx.await.map_err(|_| BrokerError::Disconnected)?
@@ -145,25 +166,40 @@ impl Broker for RedisBroker {
     }
 
     fn unsubscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()> {
-        let _ = self.commands.send(SubCommand::Unsubscribe(room.to_owned()));
+        let _ = self
+            .subscriptions
+            .send(SubCommand::Unsubscribe(room.to_owned()));
         Box::pin(async {})
     }
 
     fn last_seq<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<u64>, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            Ok(conn.get(counter_key(room)).await?)
+            let key = counter_key(room);
+            let seq = self
+                .commands
+                .run(|mut conn| {
+                    let key = key.clone();
+                    async move { conn.get(key).await }
+                })
+                .await?;
+            Ok(seq)
         })
     }
 
-    fn seed_seq<'a>(&'a self, room: &'a str, floor: u64) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn raise_seq<'a>(
+        &'a self,
+        room: &'a str,
+        floor: u64,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: Option<String> = redis::cmd("SET")
-                .arg(counter_key(room))
-                .arg(floor)
-                .arg("NX")
-                .query_async(&mut conn)
+            let key = counter_key(room);
+            let _: i64 = self
+                .commands
+                .run(|mut conn| {
+                    let mut call = self.raise.prepare_invoke();
+                    call.key(&key).arg(floor);
+                    async move { call.invoke_async(&mut conn).await }
+                })
                 .await?;
             Ok(())
         })
@@ -171,8 +207,10 @@ impl Broker for RedisBroker {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let ping: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+            let ping: Result<String, _> = self
+                .commands
+                .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+                .await;
             if let Err(e) = ping {
                 return Err(format!("redis unreachable: {e}"));
             }

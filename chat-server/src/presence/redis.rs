@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Local, Presence, PresenceError};
+use crate::redis_commands::Commands;
 
 fn key(room: &str) -> String {
     format!("chat:presence:{room}")
@@ -25,7 +25,7 @@ fn now_ms() -> u64 {
 }
 
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    commands: Commands,
     node: String,
     ttl: Duration,
     local: Arc<Local>,
@@ -34,19 +34,19 @@ pub struct RedisPresence {
 impl RedisPresence {
     /// Creates the presence store and starts its heartbeat.
     pub fn start(
-        conn: ConnectionManager,
+        commands: Commands,
         node: String,
         ttl: Duration,
         shutdown: CancellationToken,
     ) -> RedisPresence {
         let presence = RedisPresence {
-            conn,
+            commands,
             node,
             ttl,
             local: Arc::new(Local::default()),
         };
         let heartbeat = Heartbeat {
-            conn: presence.conn.clone(),
+            commands: presence.commands.clone(),
             node: presence.node.clone(),
             ttl,
             local: presence.local.clone(),
@@ -69,14 +69,17 @@ impl Presence for RedisPresence {
     ) -> BoxFuture<'a, Result<(), PresenceError>> {
         Box::pin(async move {
             self.local.add(room, conn, user);
-            let mut c = self.conn.clone();
             let ttl = self.ttl.as_millis() as u64;
-            let _: () = redis::pipe()
-                .zadd(key(room), self.member(conn, user), now_ms() + ttl)
+            let mut pipe = redis::pipe();
+            pipe.zadd(key(room), self.member(conn, user), now_ms() + ttl)
                 .ignore()
                 .pexpire(key(room), (ttl * 2) as i64)
-                .ignore()
-                .query_async(&mut c)
+                .ignore();
+            self.commands
+                .run(|mut c| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async::<()>(&mut c).await }
+                })
                 .await?;
             Ok(())
         })
@@ -87,11 +90,14 @@ impl Presence for RedisPresence {
             let Some(user) = self.local.remove(room, conn) else {
                 return Ok(());
             };
-            let mut c = self.conn.clone();
-            let _: i64 = redis::cmd("ZREM")
-                .arg(key(room))
-                .arg(self.member(conn, &user))
-                .query_async(&mut c)
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(key(room)).arg(self.member(conn, &user));
+            let _: i64 = self
+                .commands
+                .run(|mut c| {
+                    let zrem = &zrem;
+                    async move { zrem.query_async(&mut c).await }
+                })
                 .await?;
             Ok(())
         })
@@ -99,12 +105,17 @@ impl Presence for RedisPresence {
 
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<String>, PresenceError>> {
         Box::pin(async move {
-            let mut c = self.conn.clone();
-            let entries: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            let mut range = redis::cmd("ZRANGEBYSCORE");
+            range
                 .arg(key(room))
                 .arg(format!("({}", now_ms()))
-                .arg("+inf")
-                .query_async(&mut c)
+                .arg("+inf");
+            let entries: Vec<String> = self
+                .commands
+                .run(|mut c| {
+                    let range = &range;
+                    async move { range.query_async(&mut c).await }
+                })
                 .await?;
             let users: BTreeSet<String> = entries
                 .into_iter()
@@ -116,7 +127,7 @@ impl Presence for RedisPresence {
 }
 
 struct Heartbeat {
-    conn: ConnectionManager,
+    commands: Commands,
     node: String,
     ttl: Duration,
     local: Arc<Local>,
@@ -160,7 +171,11 @@ impl Heartbeat {
                 .ignore();
             pipe.pexpire(key(room), (ttl * 2) as i64).ignore();
         }
-        let mut c = self.conn.clone();
-        pipe.query_async::<()>(&mut c).await
+        self.commands
+            .run(|mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await
     }
 }

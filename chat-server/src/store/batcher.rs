@@ -2,10 +2,13 @@
 //!
 //! Sessions reserve a slot *before* they publish (so a published message always has
 //! a place in the queue), then submit the message and await its [`Commit`]. One
-//! task drains up to `max_batch` rows per INSERT. On a store error it keeps the rows
-//! and retries with backoff, marking the store down so new sends are refused
-//! up-front; a success marks it up again. On shutdown the queue is closed and
-//! drained, so everything accepted is flushed before the process exits.
+//! task drains up to `max_batch` rows per INSERT. On a transient store error it
+//! keeps the rows and retries with backoff, marking the store down so new sends are
+//! refused up-front; a success marks it up again. When the store refuses the data
+//! itself ([`StoreError::is_permanent`]), retrying cannot help: the batch is written
+//! row by row and only the poison row's sender gets an error, so one bad row never
+//! stalls other rooms. On shutdown the queue is closed and drained, so everything
+//! accepted is flushed before the process exits.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +28,12 @@ use crate::protocol::ChatMessage;
 pub enum CommitError {
     #[error("seq {0} of this room was already stored with other content")]
     Conflict(u64),
+    #[error(
+        "seq {0} was given up as never committed: its commit came after readers stopped waiting for it"
+    )]
+    GivenUp(u64),
+    #[error("the history store refused it: {0}")]
+    Refused(String),
     #[error("the server stopped before the message was committed")]
     Aborted,
 }
@@ -94,6 +103,30 @@ impl Batcher {
     }
 }
 
+/// What became of one row of a batch.
+enum Written {
+    Inserted,
+    /// Its key was already taken (by this message in an earlier try, or another).
+    Existed,
+    /// The store refused the row itself.
+    Refused(String),
+}
+
+impl Written {
+    fn classify(rows: &[ChatMessage], inserted: Vec<(String, u64)>) -> Vec<Written> {
+        let inserted: HashSet<(String, u64)> = inserted.into_iter().collect();
+        rows.iter()
+            .map(|m| {
+                if inserted.contains(&(m.room.clone(), m.seq)) {
+                    Written::Inserted
+                } else {
+                    Written::Existed
+                }
+            })
+            .collect()
+    }
+}
+
 struct Worker {
     store: Arc<dyn HistoryStore>,
     rx: mpsc::Receiver<Job>,
@@ -133,28 +166,32 @@ impl Worker {
         }
     }
 
-    /// Writes one batch, retrying until it is committed.
+    /// Writes one batch and resolves each job's commit.
     async fn commit(&self, batch: &mut Vec<Job>) {
         let rows: Vec<ChatMessage> = batch.iter().map(|j| j.msg.clone()).collect();
-        let inserted = self.retry(|| self.store.insert(&rows)).await;
+        let written = self.write(&rows).await;
         self.metrics.persist_batch.observe(rows.len() as f64);
-        let inserted: HashSet<(String, u64)> = inserted.into_iter().collect();
-        for job in batch.drain(..) {
-            let outcome = if inserted.contains(&(job.msg.room.clone(), job.msg.seq)) {
-                Ok(())
-            } else {
+        for (job, written) in batch.drain(..).zip(written) {
+            let outcome = match written {
+                Written::Inserted => Ok(()),
+                Written::Refused(reason) => Err(CommitError::Refused(reason)),
                 // The key already existed: fine if it is this very message (a retried
                 // insert that had committed), a conflict otherwise (never acked).
-                match self
+                Written::Existed => match self
                     .retry(|| self.store.get(&job.msg.room, job.msg.seq))
                     .await
                 {
-                    Some(stored) if stored == job.msg => Ok(()),
-                    _ => {
+                    Ok(Some(stored)) if stored == job.msg => Ok(()),
+                    Ok(Some(stored)) if stored.is_tombstone() => {
+                        tracing::warn!(room = %job.msg.room, seq = job.msg.seq, "commit came after readers gave the seq up; not acked");
+                        Err(CommitError::GivenUp(job.msg.seq))
+                    }
+                    Ok(_) => {
                         tracing::error!(room = %job.msg.room, seq = job.msg.seq, "seq conflict in the history store");
                         Err(CommitError::Conflict(job.msg.seq))
                     }
-                }
+                    Err(e) => Err(CommitError::Refused(e.to_string())),
+                },
             };
             self.metrics
                 .persist_latency
@@ -164,14 +201,43 @@ impl Worker {
         }
     }
 
-    /// Runs a store operation until it succeeds, marking the store down meanwhile.
-    async fn retry<'a, T>(&self, op: impl Fn() -> BoxFuture<'a, Result<T, StoreError>>) -> T {
+    /// Inserts `rows`, retrying transient errors. When the store refuses the batch
+    /// itself (a poison row), the rows are written one by one, so only the row the
+    /// store cannot hold is refused and every other room's messages commit.
+    async fn write(&self, rows: &[ChatMessage]) -> Vec<Written> {
+        let refused = match self.retry(|| self.store.insert(rows)).await {
+            Ok(inserted) => return Written::classify(rows, inserted),
+            Err(e) => e,
+        };
+        if rows.len() == 1 {
+            tracing::warn!(room = %rows[0].room, seq = rows[0].seq, error = %refused, "the history store refused a message");
+            return vec![Written::Refused(refused.to_string())];
+        }
+        tracing::warn!(rows = rows.len(), error = %refused, "the history store refused a batch; writing its rows one by one");
+        let mut written = Vec::with_capacity(rows.len());
+        for row in rows {
+            written.extend(Box::pin(self.write(std::slice::from_ref(row))).await);
+        }
+        written
+    }
+
+    /// Runs a store operation until it succeeds or fails permanently, marking the
+    /// store down while it fails transiently.
+    async fn retry<'a, T>(
+        &self,
+        op: impl Fn() -> BoxFuture<'a, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let mut backoff = BACKOFF_MIN;
         loop {
             match op().await {
                 Ok(value) => {
                     self.set_down(false, None);
-                    return value;
+                    return Ok(value);
+                }
+                // The store answered: it is up, it just cannot hold this data.
+                Err(e) if e.is_permanent() => {
+                    self.set_down(false, None);
+                    return Err(e);
                 }
                 Err(e) => {
                     self.set_down(true, Some(&e.to_string()));

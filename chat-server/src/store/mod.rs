@@ -16,6 +16,28 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether the store refused the data itself, so that retrying the same write
+    /// can never succeed (a poison row). Anything else (I/O, timeouts, a restarting
+    /// server, exhausted connections) is transient and worth retrying.
+    ///
+    /// Permanent: PostgreSQL SQLSTATE classes 22 (data exception, e.g. U+0000 in
+    /// `text`), 23 (integrity constraint) and 54 (program limit exceeded); SQLite
+    /// TOOBIG, CONSTRAINT and MISMATCH.
+    pub fn is_permanent(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            return matches!(pg.code().get(..2), Some("22" | "23" | "54"));
+        }
+        // SQLite reports its extended result code as a number.
+        db.code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 18..=20))
+    }
+}
+
 /// Which slice of a room's history to read (see `GET /api/rooms/{room}/messages`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {

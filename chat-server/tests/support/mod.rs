@@ -13,6 +13,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -325,5 +326,186 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn start_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server on PATH (scripts/test.sh installs it)");
+    let up = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, up)
+        .await
+        .expect("redis-server started");
+    child
+}
+
+/// Polls /readyz until its status is `want`; returns the body.
+pub async fn readyz_until(server: &Server, want: u16) -> Value {
+    let poll = async {
+        loop {
+            let (status, body) = http_json(server.addr, "/readyz").await;
+            if status == want {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("readiness changed in time")
+}
+
+/// Sends until the server answers with an ack (returns Ok(seq)) or an error
+/// (returns Err(code)).
+pub async fn try_send(c: &mut Client, room: &str, body: &str) -> Result<u64, String> {
+    let r = unique("ref");
+    c.send(json!({"type":"send","room":room,"body":body,"ref":r}))
+        .await;
+    loop {
+        let v = c.recv().await;
+        if v["ref"] == r.as_str() {
+            return match v["type"].as_str() {
+                Some("ack") => Ok(v["seq"].as_u64().unwrap()),
+                _ => Err(v["code"].as_str().unwrap_or_default().to_owned()),
+            };
+        }
+    }
+}
+
+/// What a [`Proxy`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards both ways.
+    Pass,
+    /// Forwards requests but holds every reply until the mode changes: the
+    /// server runs the commands, the client never hears back.
+    HoldReplies,
+    /// Drops every connection and refuses new ones: the upstream is cut off.
+    Cut,
+}
+
+/// A TCP proxy in front of a real server, to lose replies or cut a link without
+/// touching the server itself (or the other clients of it).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Pass);
+        let modes = mode.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *modes.borrow() == ProxyMode::Cut {
+                    continue; // dropped: the connect fails at once
+                }
+                tokio::spawn(Self::serve(client, upstream, modes.subscribe()));
+            }
+        });
+        Proxy { addr, mode, task }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+
+    async fn serve(
+        client: TcpStream,
+        upstream: SocketAddr,
+        mut mode: tokio::sync::watch::Receiver<ProxyMode>,
+    ) {
+        let Ok(server) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        let requests = async {
+            let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+        };
+        let mut replies_mode = mode.clone();
+        let replies = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let Ok(n) = server_rx.read(&mut buf).await else {
+                    return;
+                };
+                let forward = replies_mode
+                    .wait_for(|m| *m != ProxyMode::HoldReplies)
+                    .await
+                    .is_ok();
+                if n == 0 || !forward || client_tx.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = requests => {}
+            _ = replies => {}
+            _ = mode.wait_for(|m| *m == ProxyMode::Cut) => {}
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Makes a test database refuse connections and drops the open ones (`false`), or
+/// lets it accept them again (`true`).
+pub async fn allow_connections(database_url: &str, allow: bool) {
+    use sqlx::Connection;
+    let name = database_url.rsplit('/').next().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_database_url())
+        .await
+        .unwrap();
+    let exec = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+    exec(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if !allow {
+        exec(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     }
 }
