@@ -6,9 +6,10 @@ import json
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # after choosing the backend
 
 LABELS = {
     "embedded": "chatback embedded",
@@ -34,6 +35,9 @@ def main():
         ax.plot(x, [r["delivery"]["p50"] for r in steps], "s--", color=color, label=f"{label} p50")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    offered = sorted({r["offered"] for r in results["ladder"]})
+    ax.set_xticks(offered, [f"{o / 1000:g}k" for o in offered])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("offered load, deliveries/s")
     ax.set_ylabel("delivery latency, ms (scheduled send → receipt)")
     title = "Delivery latency vs offered load"

@@ -7,6 +7,7 @@ chat-load has --timeseries, NAME.timeseries.jsonl; plus machine.env and
 lscpu.txt.  Usage: report.py RUN_DIR RESULTS_JSON RESULTS_MD
 """
 
+import itertools
 import json
 import os
 import re
@@ -28,14 +29,14 @@ def busy(samples_path):
     with open(samples_path, encoding="utf-8") as f:
         for line in f:
             parts = line.split()
-            if len(parts) == 4:
+            if len(parts) == 3:
                 rows.append([float(p) for p in parts])
     server, generator = [], []
-    for a, b in zip(rows, rows[1:]):
+    for a, b in itertools.pairwise(rows):
         dt = b[0] - a[0]
         if dt > 0:
-            server.append((b[2] - a[2]) / CLK_TCK / dt)
-            generator.append((b[3] - a[3]) / CLK_TCK / dt)
+            server.append((b[1] - a[1]) / CLK_TCK / dt)
+            generator.append((b[2] - a[2]) / CLK_TCK / dt)
 
     def p90(xs):
         return statistics.quantiles(xs, n=10)[-1] if len(xs) >= 2 else (xs[0] if xs else None)
@@ -207,7 +208,9 @@ def markdown(ladder, idle, env, lscpu):
     w("")
     w("## Machine")
     w("")
-    w(f"- kernel {env['kernel']}, nproc {env['nproc']}; {env['node']}; {env['rustc']}")
+    w(f"- kernel {env['kernel']}, nproc {env['nproc']}; Node.js {env['node']}; {env['rustc']}")
+    w(f"- load average when the run started: {env.get('loadavg_at_start', 'not recorded')} (other work on the machine"
+      " shares both cores; pinning separates the servers from chat-load, not from it)")
     w(f"- {env['postgres']}; {env['redis']}")
     w(f"- chatback commit {env['commit']}")
     if env.get("socketio_supported") != "1":
@@ -223,27 +226,32 @@ def markdown(ladder, idle, env, lscpu):
     w("| | " + " | ".join(TITLES[t] for t in targets) + " |")
     w("|---|" + "---|" * len(targets))
 
-    def row(label, get, digits=1):
-        floor = get("floor")
-        w(f"| {label} | " + " | ".join(cell(get(t), floor, digits) for t in targets) + " |")
+    def row(label, values, digits=1):
+        floor = values.get("floor")
+        w(f"| {label} | " + " | ".join(
+            fmt(values.get(t), digits) if t == "floor" else cell(values.get(t), floor, digits)
+            for t in targets) + " |")
 
-    def at(t, o, *path):
-        r = by.get((t, o))
-        for p in path:
-            if r is None:
-                return None
-            r = r[p]
-        return r
+    def at(o, *path):
+        """target -> the value at `path` of the step at offered load `o`."""
+        values = {}
+        for t in targets:
+            r = by.get((t, o))
+            for p in path:
+                r = None if r is None else r[p]
+            values[t] = r
+        return values
 
     for o in offered:
-        row(f"{o:,}/s offered: delivery p50 ms", lambda t: at(t, o, "delivery", "p50"), 2)
-        row(f"{o:,}/s offered: delivery p99 ms", lambda t: at(t, o, "delivery", "p99"), 2)
-        row(f"{o:,}/s offered: ack p50 ms", lambda t: at(t, o, "ack", "p50"), 2)
-        row(f"{o:,}/s offered: ack p99 ms", lambda t: at(t, o, "ack", "p99"), 2)
-        row(f"{o:,}/s offered: server CPU µs per delivery", lambda t: at(t, o, "server_cpu_us_per_delivery"))
-        w(f"| {o:,}/s offered: saturated | " + " | ".join(at(t, o, "saturated") or "–" for t in targets) + " |")
+        row(f"{o:,}/s offered: delivery p50 ms", at(o, "delivery", "p50"), 2)
+        row(f"{o:,}/s offered: delivery p99 ms", at(o, "delivery", "p99"), 2)
+        row(f"{o:,}/s offered: ack p50 ms", at(o, "ack", "p50"), 2)
+        row(f"{o:,}/s offered: ack p99 ms", at(o, "ack", "p99"), 2)
+        row(f"{o:,}/s offered: server CPU µs per delivery", at(o, "server_cpu_us_per_delivery"))
+        saturated = at(o, "saturated")
+        w(f"| {o:,}/s offered: saturated | " + " | ".join(saturated[t] or "–" for t in targets) + " |")
     row(f"idle RSS per connection KiB ({env['idle_conns']} asked)",
-        lambda t: idle_by.get(t, {}).get("per_connection_kib"))
+        {t: i["per_connection_kib"] for t, i in idle_by.items()})
     w("")
     w("Server CPU counts the server process and, on Redis + PostgreSQL, Redis and every")
     w("PostgreSQL process too (utime + stime from /proc/PID/stat over the whole chat-load run,")

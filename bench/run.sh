@@ -21,7 +21,7 @@
 #   BENCH_LADDER      offered deliveries/s   "10000 40000 100000 200000" (quick: "10000 40000")
 #   BENCH_DURATION    seconds of sending per step              30 (quick: 10)
 #   BENCH_IDLE_CONNS  connections for idle memory              15000 (quick: 3000)
-#   BENCH_IDLE_HOLD   seconds the idle connections are held    10 (quick: 5)
+#   BENCH_IDLE_HOLD   seconds the idle connections are held    10 (quick: 3)
 #   BENCH_CLIENTS / BENCH_ROOMS   the scenario                 1000 / 10
 #   BENCH_TARGETS     which targets, in order                  "embedded pg floor socketio"
 #   BENCH_SERVER_CPU / BENCH_LOAD_CPU                          0 / 1
@@ -38,7 +38,7 @@ if [ "$quick" = 1 ]; then
   ladder=${BENCH_LADDER:-10000 40000}
   duration=${BENCH_DURATION:-10}
   idle_conns=${BENCH_IDLE_CONNS:-3000}
-  idle_hold=${BENCH_IDLE_HOLD:-5}
+  idle_hold=${BENCH_IDLE_HOLD:-3}
 else
   ladder=${BENCH_LADDER:-10000 40000 100000 200000}
   duration=${BENCH_DURATION:-30}
@@ -103,6 +103,7 @@ stop_pid() {
   forget_pid "$1"
 }
 
+loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$work/runs" "$work/logs"
 mkdir -p "$work/runs" "$work/logs" "$out"
 
@@ -207,11 +208,9 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Per 0.5 s: wall time, the server group's ticks, chat-load's ticks.
 sampler() { # OUT SERVER_PID TARGET LOAD_PID
-  local t0
-  t0=$(date +%s.%N)
   while kill -0 "$4" 2>/dev/null; do
     # shellcheck disable=SC2046
-    echo "$(date +%s.%N) $t0 $(ticks $(group_pids "$2" "$3")) $(ticks "$4")" >>"$1"
+    echo "$(date +%s.%N) $(ticks $(group_pids "$2" "$3")) $(ticks "$4")" >>"$1"
     sleep 0.5
   done
 }
@@ -276,7 +275,6 @@ load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
   sampler "$base.cpu" "$server_pid" "$target" "$lpid" &
   spid=$!
   pids+=("$spid")
-  printf '%s\n' "$lpid" >"$base.pid"
   if [ -n "${on_load_started:-}" ]; then "$on_load_started" "$lpid"; fi
   wait "$lpid" || rc=$?
   forget_pid "$lpid"
@@ -379,6 +377,7 @@ done
   echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo '+dirty')"
   echo "kernel=$(uname -sr)"
   echo "nproc=$(nproc)"
+  echo "loadavg_at_start=$loadavg_at_start"
   echo "node=$(node --version)"
   echo "rustc=$(rustc --version)"
   echo "postgres=$(as_pg "$(dirname "$(pg_ctl_bin)")/postgres" --version 2>/dev/null || echo none)"
