@@ -206,11 +206,18 @@ ticks() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-# Per 0.5 s: wall time, the server group's ticks, chat-load's ticks.
+# Busy and total ticks of one CPU, whoever ran there (user .. steal, less
+# idle and iowait): shows other work on the machine taking a pinned core.
+core_ticks() { # CPU
+  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# Per 0.5 s: wall time, the server group's ticks, chat-load's ticks, then busy
+# and total ticks of the server CPU and of the load CPU.
 sampler() { # OUT SERVER_PID TARGET LOAD_PID
   while kill -0 "$4" 2>/dev/null; do
     # shellcheck disable=SC2046
-    echo "$(date +%s.%N) $(ticks $(group_pids "$2" "$3")) $(ticks "$4")" >>"$1"
+    echo "$(date +%s.%N) $(ticks $(group_pids "$2" "$3")) $(ticks "$4") $(core_ticks "$server_cpu") $(core_ticks "$load_cpu")" >>"$1"
     sleep 0.5
   done
 }
