@@ -61,14 +61,27 @@ log() { echo "bench: $*" >&2; }
 for n in "$duration" "$idle_conns" "$idle_hold" "$clients" "$rooms" "$max_seconds" $ladder; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "'$n' is not a positive integer (check the BENCH_* variables)"
 done
+for target in $targets; do
+  case "$target" in
+    embedded | pg | floor | socketio) ;;
+    *) die "unknown target '$target' in BENCH_TARGETS (embedded pg floor socketio)" ;;
+  esac
+done
 [ $((clients % rooms)) = 0 ] || die "BENCH_CLIENTS ($clients) must be a multiple of BENCH_ROOMS ($rooms)"
 room_size=$((clients / rooms))
 [ "$(nproc)" -ge 2 ] || die "needs two CPUs (one for the servers, one for chat-load)"
+for cpu in "$server_cpu" "$load_cpu"; do
+  if ! [[ "$cpu" =~ ^[0-9]+$ ]] || [ "$cpu" -ge "$(nproc)" ]; then
+    die "CPU '$cpu' (BENCH_SERVER_CPU / BENCH_LOAD_CPU) is not one of 0..$(($(nproc) - 1))"
+  fi
+done
+[ "$server_cpu" != "$load_cpu" ] || die "BENCH_SERVER_CPU and BENCH_LOAD_CPU must differ"
 hard_nofile=$(ulimit -Hn)
-if [ "$hard_nofile" != unlimited ] && [ $((idle_conns + 200)) -gt "$hard_nofile" ]; then
-  die "BENCH_IDLE_CONNS=$idle_conns does not fit the open-file hard limit $hard_nofile"
+if [ "$hard_nofile" != unlimited ]; then
+  [ $((idle_conns + 200)) -le "$hard_nofile" ] ||
+    die "BENCH_IDLE_CONNS=$idle_conns does not fit the open-file hard limit $hard_nofile"
+  ulimit -n "$hard_nofile"
 fi
-ulimit -n "$hard_nofile"
 for tool in taskset ss curl node npm python3; do
   command -v "$tool" >/dev/null || die "needs $tool"
 done
@@ -366,7 +379,6 @@ for target in $targets; do
         log "socketio: skipped, this chat-load has no --protocol socketio"
       fi
       ;;
-    *) die "unknown target '$target' in BENCH_TARGETS (embedded pg floor socketio)" ;;
   esac
 done
 
