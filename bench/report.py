@@ -155,6 +155,9 @@ def collect(run_dir):
             "unacked": summary["messages"]["unacked"],
             "server_cpu_s": meta["server_cpu_s"],
             "server_cpu_us_per_delivery": meta["server_cpu_s"] / total * 1e6 if total else None,
+            "server_process_cpu_s": meta.get("server_process_cpu_s"),
+            "server_process_cpu_us_per_delivery": meta["server_process_cpu_s"] / total * 1e6
+            if total and "server_process_cpu_s" in meta else None,
             "server_busy_p90": b["server"],
             "generator_busy_p90": b["generator"],
             "server_core_busy_p90": b["server_core"],
@@ -266,6 +269,7 @@ def markdown(ladder, idle, env, lscpu):
         row(f"{o:,}/s offered: ack p50 ms", at(o, "ack", "p50"), 2)
         row(f"{o:,}/s offered: ack p99 ms", at(o, "ack", "p99"), 2)
         row(f"{o:,}/s offered: server CPU µs per delivery", at(o, "server_cpu_us_per_delivery"))
+        row(f"{o:,}/s offered: of which the server process", at(o, "server_process_cpu_us_per_delivery"))
         saturated = at(o, "saturated")
         w(f"| {o:,}/s offered: saturated | " + " | ".join(saturated[t] or "–" for t in targets) + " |")
     row(f"idle RSS per connection KiB ({env['idle_conns']} asked)",
@@ -273,7 +277,8 @@ def markdown(ladder, idle, env, lscpu):
     w("")
     w("Server CPU counts the server process and, on Redis + PostgreSQL, Redis and every")
     w("PostgreSQL process too (utime + stime from /proc/PID/stat over the whole chat-load run,")
-    w("connect burst and drain included), divided by the deliveries chat-load received.")
+    w("connect burst and drain included), divided by the deliveries chat-load received; \"of which")
+    w("the server process\" leaves Redis and PostgreSQL out.")
     w(f"\"saturated\" uses the p90 of 0.5 s samples: the server group or chat-load kept ≥ {SATURATED:.0%}")
     w("of a core busy (CPU); else its pinned core was that busy in total, so other work on the")
     w("machine took it (shared); else chat-load's send lag p99 reached 5 ms (late sends).")

@@ -217,6 +217,8 @@ ticks() {
   echo "$total"
 }
 
+seconds() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { print (b - a) / hz }'; }
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Busy and total ticks of one CPU, whoever ran there (user .. steal, less
@@ -279,7 +281,7 @@ protocol_args() { if [ "$1" = socketio ]; then echo "--protocol socketio"; fi; }
 # One chat-load run pinned to the load CPU, sampled; writes NAME.json (the
 # chat-load summary), NAME.cpu (samples) and NAME.meta (what the script saw).
 load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
-  local target=$1 name=$2 offered=$3 base=$work/runs/$2 t0 s0 t1 s1 rc=0 lpid spid
+  local target=$1 name=$2 offered=$3 base=$work/runs/$2 t0 s0 p0 t1 s1 p1 rc=0 lpid spid
   shift 3
   local extra=()
   has_flag --timeseries && extra+=(--timeseries "$base.timeseries.jsonl")
@@ -287,6 +289,7 @@ load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
   set -- $(protocol_args "$target") "$@"
   # shellcheck disable=SC2046
   s0=$(ticks $(group_pids "$server_pid" "$target"))
+  p0=$(ticks "$server_pid")
   t0=$(date +%s.%N)
   taskset -c "$load_cpu" "$load_bin" --url "$server_url" --no-progress --json "$base.json" \
     "${extra[@]}" "$@" >"$base.out" 2>"$base.err" &
@@ -302,6 +305,7 @@ load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
   t1=$(date +%s.%N)
   # shellcheck disable=SC2046
   s1=$(ticks $(group_pids "$server_pid" "$target"))
+  p1=$(ticks "$server_pid")
   case $rc in
     0 | 3) ;; # 3: a threshold failed; the numbers are still the numbers
     *) log "chat-load failed (exit $rc) for $name:"; tail -5 "$base.err" >&2 ;;
@@ -309,7 +313,8 @@ load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
   cat >"$base.meta" <<META
 {"target":"$target","name":"$name","offered":$offered,"exit":$rc,
  "wall_s":$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'),
- "server_cpu_s":$(awk -v a="$s0" -v b="$s1" -v hz="$(getconf CLK_TCK)" 'BEGIN{print (b-a)/hz}'),
+ "server_cpu_s":$(seconds "$s0" "$s1"),
+ "server_process_cpu_s":$(seconds "$p0" "$p1"),
  "idle":${idle_meta:-null}}
 META
 }
