@@ -85,8 +85,8 @@ def steady(path):
     window = [r for r in rows[last_connect + 3:] if (find(r, r"(^|\.)sent$") or 0) > 0]
     picked = {
         "delivery_p50": [find(r, r"deliver\w*[._]p50") for r in window],
-        "delivery_p99": [find(r, r"deliver\w*[._]p99$") for r in window],
-        "ack_p99": [find(r, r"ack\w*[._]p99$") for r in window],
+        "delivery_p99": [find(r, r"deliver\w*[._]p99(?![._]?9)") for r in window],
+        "ack_p99": [find(r, r"ack\w*[._]p99(?![._]?9)") for r in window],
     }
     result = {k: statistics.median(v) for k, v in picked.items() if v and None not in v}
     if "delivery_p99" not in result:
