@@ -248,6 +248,8 @@ def markdown(ladder, idle, env, lscpu):
     w("|---|" + "---|" * len(targets))
 
     def row(label, values, digits=1):
+        if all(values.get(t) is None for t in targets):
+            return  # not measured in this run
         floor = values.get("floor")
         w(f"| {label} | " + " | ".join(
             fmt(values.get(t), digits) if t == "floor" else cell(values.get(t), floor, digits)
