@@ -28,6 +28,8 @@ pub struct App {
     pub verifier: Option<Verifier>,
     /// One permit per open WebSocket (`max_connections`).
     pub connections: Arc<Semaphore>,
+    /// One permit per join being served (`join_concurrency`).
+    pub joins: Semaphore,
     /// The one shutdown signal every task selects on.
     pub shutdown: CancellationToken,
     /// Open sessions, awaited on shutdown.
@@ -50,6 +52,7 @@ impl App {
         App {
             verifier: config.jwt_secret.as_deref().map(Verifier::new),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            joins: Semaphore::new(config.join_concurrency),
             config,
             hub,
             broker,

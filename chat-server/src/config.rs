@@ -87,6 +87,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_PERSIST_QUEUE", default_value_t = 20_000)]
     pub persist_queue: usize,
 
+    /// Joins served at once; more wait their turn (for at most 30 s), so a
+    /// reconnect storm is queued instead of timing out the backends.
+    #[arg(long, env = "CHAT_JOIN_CONCURRENCY", default_value_t = 128)]
+    pub join_concurrency: usize,
+
     /// Milliseconds a missing seq is waited for (its commit may be in flight) before
     /// readers give it up; a commit later than that is refused, never acked.
     #[arg(long, env = "CHAT_GAP_WAIT_MS", default_value_t = 10_000)]
@@ -133,6 +138,7 @@ impl Config {
             ("--rate-burst", self.rate_burst as usize),
             ("--history-max-limit", self.history_max_limit as usize),
             ("--gap-wait-ms", self.gap_wait_ms as usize),
+            ("--join-concurrency", self.join_concurrency),
         ];
         for (flag, value) in positive {
             if value == 0 {

@@ -235,7 +235,7 @@ async fn members(State(app): State<Arc<App>>, Path(room): Path<String>) -> Respo
         return r;
     }
     match app.presence.members(&room).await {
-        Ok(members) => Json(json!({ "room": room, "members": members })).into_response(),
+        Ok(members) => Json(json!({ "room": room, "members": &*members })).into_response(),
         Err(e) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,

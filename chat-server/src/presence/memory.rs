@@ -1,7 +1,7 @@
 //! In-process presence for the embedded mode: the local view is the whole truth.
 //! Limit: one instance; entries live as long as their connections.
 
-use super::{BoxFuture, Local, Presence, PresenceError};
+use super::{BoxFuture, Local, Members, Presence, PresenceError};
 
 #[derive(Default)]
 pub struct MemoryPresence {
@@ -24,7 +24,7 @@ impl Presence for MemoryPresence {
         Box::pin(async { Ok(()) })
     }
 
-    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<String>, PresenceError>> {
+    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Members, PresenceError>> {
         let users = self.local.users(room);
         Box::pin(async move { Ok(users) })
     }

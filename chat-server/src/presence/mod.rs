@@ -10,9 +10,12 @@ pub mod memory;
 pub mod redis;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::BoxFuture;
+
+/// A member listing, shared by every join it answers.
+pub type Members = Arc<[String]>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
@@ -28,8 +31,9 @@ pub trait Presence: Send + Sync + 'static {
         user: &'a str,
     ) -> BoxFuture<'a, Result<(), PresenceError>>;
     fn remove<'a>(&'a self, room: &'a str, conn: u64) -> BoxFuture<'a, Result<(), PresenceError>>;
-    /// Sorted, distinct user names in the room on every instance.
-    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<String>, PresenceError>>;
+    /// Sorted, distinct user names in the room on every instance, as of a moment
+    /// after the call began (so it includes a preceding `add` of the caller).
+    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Members, PresenceError>>;
 }
 
 /// This instance's connections per room: room → conn → user.
@@ -61,13 +65,17 @@ impl Local {
         user
     }
 
-    pub fn users(&self, room: &str) -> Vec<String> {
+    pub fn users(&self, room: &str) -> Members {
         let rooms = self.lock();
         let users: BTreeSet<&String> = rooms
             .get(room)
             .map(|m| m.values().collect())
             .unwrap_or_default();
         users.into_iter().cloned().collect()
+    }
+
+    pub fn has_room(&self, room: &str) -> bool {
+        self.lock().contains_key(room)
     }
 
     /// Every (room, conn, user), for heartbeats.
@@ -89,9 +97,9 @@ mod tests {
         l.add("r", 1, "zed");
         l.add("r", 2, "amy");
         l.add("r", 3, "amy");
-        assert_eq!(l.users("r"), vec!["amy", "zed"]);
+        assert_eq!(&*l.users("r"), ["amy", "zed"]);
         assert_eq!(l.remove("r", 2).as_deref(), Some("amy"));
-        assert_eq!(l.users("r"), vec!["amy", "zed"]);
+        assert_eq!(&*l.users("r"), ["amy", "zed"]);
         l.remove("r", 3);
         l.remove("r", 1);
         assert!(l.users("r").is_empty());

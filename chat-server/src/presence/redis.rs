@@ -4,14 +4,20 @@
 //! (ms). Readers count entries whose score is in the future. A heartbeat rewrites
 //! every local entry each TTL/3 (which also restores them after a Redis restart)
 //! and trims expired ones, so a dead instance's entries disappear within the TTL.
+//!
+//! A listing is O(room size), and every join needs one: in a reconnect storm of
+//! N clients into one room that is O(N²) work for Redis, enough to time joins out.
+//! So listings of a room are coalesced: one read at a time per room, and a caller
+//! whose call began before the latest read started takes that read's result (it
+//! is as fresh as one of its own, so it includes the caller's own entry).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Local, Presence, PresenceError};
+use super::{BoxFuture, Local, Members, Presence, PresenceError};
 use crate::redis_commands::Commands;
 
 fn key(room: &str) -> String {
@@ -24,11 +30,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The latest listing of a room: when its read started, and what it returned.
+type Listing = Arc<tokio::sync::Mutex<Option<(Instant, Members)>>>;
+
 pub struct RedisPresence {
     commands: Commands,
     node: String,
     ttl: Duration,
     local: Arc<Local>,
+    /// Per room: the lock one read at a time holds, and the latest listing.
+    listings: Mutex<HashMap<String, Listing>>,
 }
 
 impl RedisPresence {
@@ -44,6 +55,7 @@ impl RedisPresence {
             node,
             ttl,
             local: Arc::new(Local::default()),
+            listings: Mutex::new(HashMap::new()),
         };
         let heartbeat = Heartbeat {
             commands: presence.commands.clone(),
@@ -90,6 +102,9 @@ impl Presence for RedisPresence {
             let Some(user) = self.local.remove(room, conn) else {
                 return Ok(());
             };
+            if !self.local.has_room(room) {
+                self.lock_listings().remove(room);
+            }
             let mut zrem = redis::cmd("ZREM");
             zrem.arg(key(room)).arg(self.member(conn, &user));
             let _: i64 = self
@@ -103,26 +118,59 @@ impl Presence for RedisPresence {
         })
     }
 
-    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<String>, PresenceError>> {
+    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Members, PresenceError>> {
         Box::pin(async move {
-            let mut range = redis::cmd("ZRANGEBYSCORE");
-            range
-                .arg(key(room))
-                .arg(format!("({}", now_ms()))
-                .arg("+inf");
-            let entries: Vec<String> = self
-                .commands
-                .run(|mut c| {
-                    let range = &range;
-                    async move { range.query_async(&mut c).await }
-                })
-                .await?;
-            let users: BTreeSet<String> = entries
-                .into_iter()
-                .filter_map(|e| e.splitn(3, '|').nth(2).map(str::to_owned))
-                .collect();
-            Ok(users.into_iter().collect())
+            let asked = Instant::now();
+            let listing = self.listing(room);
+            let mut latest = listing.lock().await;
+            if let Some((started, members)) = &*latest
+                && *started >= asked
+            {
+                return Ok(members.clone());
+            }
+            let started = Instant::now();
+            let members = self.read(room).await?;
+            *latest = Some((started, members.clone()));
+            drop(latest);
+            if !self.local.has_room(room) {
+                self.lock_listings().remove(room);
+            }
+            Ok(members)
         })
+    }
+}
+
+impl RedisPresence {
+    fn lock_listings(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listing>> {
+        self.listings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn listing(&self, room: &str) -> Listing {
+        self.lock_listings()
+            .entry(room.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// One listing read from Redis.
+    async fn read(&self, room: &str) -> Result<Members, PresenceError> {
+        let mut range = redis::cmd("ZRANGEBYSCORE");
+        range
+            .arg(key(room))
+            .arg(format!("({}", now_ms()))
+            .arg("+inf");
+        let entries: Vec<String> = self
+            .commands
+            .run(|mut c| {
+                let range = &range;
+                async move { range.query_async(&mut c).await }
+            })
+            .await?;
+        let users: BTreeSet<String> = entries
+            .into_iter()
+            .filter_map(|e| e.splitn(3, '|').nth(2).map(str::to_owned))
+            .collect();
+        Ok(users.into_iter().collect())
     }
 }
 
