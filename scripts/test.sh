@@ -32,6 +32,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzz: frames (${CHAT_FUZZ_SECS:-60} s; CHAT_FUZZ_SECS=0 skips)"
+if [ "${CHAT_FUZZ_SECS:-60}" -gt 0 ]; then
+  scripts/fuzz.sh "${CHAT_FUZZ_SECS:-60}"
+fi
+
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh
 

@@ -22,6 +22,13 @@ use crate::session;
 use crate::store::Range;
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
+/// A connection's WebSocket read buffer, allocated (and zero-filled) up front.
+/// tungstenite's default is 128 KiB, which made an idle connection cost ~150 KiB;
+/// chat frames are small, and a larger frame still grows the buffer as it arrives.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes the writer gathers before writing to the socket (the flush writes the
+/// rest). Frames are batched per flush anyway; this only caps the buffer.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
@@ -61,6 +68,8 @@ async fn ws(
     let max = app.config.max_frame_bytes;
     let token = app.sessions.token();
     upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
