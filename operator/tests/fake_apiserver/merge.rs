@@ -126,6 +126,22 @@ pub fn server_side_apply(
     deep_merge(live, applied);
 }
 
+/// Drops from an applied configuration every field whose live value is no
+/// longer what it applied (another writer took the field over).
+pub fn release_changed(config: &mut Value, live: &Value) {
+    for path in leaf_paths(config) {
+        if path.is_empty() || path.first().is_some_and(|k| k == "apiVersion" || k == "kind") {
+            continue;
+        }
+        if path.len() == 2 && path[0] == "metadata" && path[1] == "name" {
+            continue;
+        }
+        if get_path(live, &path) != get_path(config, &path) {
+            remove_path(config, &path);
+        }
+    }
+}
+
 /// Splits `.spec.server.replicas` into its keys.
 pub fn json_path(path: &str) -> Vec<String> {
     path.trim_start_matches('.')

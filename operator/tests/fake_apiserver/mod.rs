@@ -22,6 +22,7 @@ pub mod store;
 pub mod table;
 pub mod validation;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,8 @@ pub struct Shared {
     pub store: Mutex<Store>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<Request>>,
+    /// Images whose pods never become ready (see [`kubelet`]).
+    pub broken_images: Mutex<BTreeSet<String>>,
     pub shutdown: CancellationToken,
 }
 
@@ -96,6 +99,7 @@ impl FakeApiServer {
             store: Mutex::new(Store::new()),
             faults: Mutex::default(),
             requests: Mutex::default(),
+            broken_images: Mutex::default(),
             shutdown: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -189,6 +193,16 @@ impl FakeApiServer {
         self.objects(group, plural, namespace)
             .into_iter()
             .find(|o| o["metadata"]["name"] == name)
+    }
+
+    /// Makes pods running `image` never become ready, as a crash loop would.
+    pub fn break_image(&self, image: &str) {
+        let mut broken = self
+            .shared
+            .broken_images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        broken.insert(image.to_string());
     }
 
     pub fn set_pods_ready(&self, ready: bool) {
