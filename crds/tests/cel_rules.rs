@@ -117,7 +117,10 @@ fn external_mode_with_a_reference_ignores_the_image_rule() {
 
 /// A ChatCluster with its PostgreSQL storage as the API server stores it (defaulted).
 fn with_storage(storage: Value) -> Value {
-    cluster("demo", json!({"postgres": {"mode": "Managed", "image": "postgres:16-alpine", "storage": storage}}))
+    cluster(
+        "demo",
+        json!({"postgres": {"mode": "Managed", "image": "postgres:16-alpine", "storage": storage}}),
+    )
 }
 
 #[test]
@@ -129,8 +132,10 @@ fn postgres_storage_cannot_change_after_creation() {
     ] {
         let found = failures_of_update(&with_storage(changed.clone()), Some(&old));
         assert!(
-            found.iter().any(|m| m.contains("cannot change after creation")
-                && m.contains("expand the claim data-<name>-postgres-0")),
+            found
+                .iter()
+                .any(|m| m.contains("cannot change after creation")
+                    && m.contains("expand the claim data-<name>-postgres-0")),
             "{changed}: {found:?}"
         );
     }
@@ -141,7 +146,9 @@ fn postgres_storage_cannot_change_after_creation() {
         "the retention policy may change"
     );
     assert_eq!(
-        failures(&with_storage(json!({"size": "5Gi", "storageClassName": "fast"}))),
+        failures(&with_storage(
+            json!({"size": "5Gi", "storageClassName": "fast"})
+        )),
         Vec::<String>::new(),
         "any storage is fine at creation"
     );

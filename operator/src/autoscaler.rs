@@ -14,9 +14,9 @@
 
 use crds::ChatCluster;
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscalerBehavior, MetricIdentifier,
-    MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+    CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
+    MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
@@ -163,7 +163,10 @@ mod tests {
         let down = spec.behavior.unwrap().scale_down.unwrap();
         assert_eq!(down.stabilization_window_seconds, Some(300));
         let policy = &down.policies.unwrap()[0];
-        assert_eq!((policy.type_.as_str(), policy.value, policy.period_seconds), ("Pods", 1, 60));
+        assert_eq!(
+            (policy.type_.as_str(), policy.value, policy.period_seconds),
+            ("Pods", 1, 60)
+        );
     }
 
     #[test]

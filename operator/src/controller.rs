@@ -33,15 +33,15 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::core::NamespaceResourceScope;
 use kube::{Client, Resource, ResourceExt};
-use tokio_util::sync::CancellationToken;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -292,8 +292,7 @@ fn referencing(clusters: &[Arc<ChatCluster>], secret: &Secret) -> Vec<ObjectRef<
         .iter()
         .filter(|cc| cc.namespace() == namespace)
         .filter(|cc| {
-            Names::of(cc).secret() == name
-                || external_refs(cc).iter().any(|(_, r)| r.name == name)
+            Names::of(cc).secret() == name || external_refs(cc).iter().any(|(_, r)| r.name == name)
         })
         .map(|cc| ObjectRef::from_obj(cc.as_ref()))
         .collect()
@@ -542,8 +541,7 @@ async fn lost_password(
         return Ok(None);
     }
     let names = Names::of(cc);
-    let claims: Api<PersistentVolumeClaim> =
-        Api::namespaced(ctx.client.clone(), &names.namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let claim = names.postgres_claim();
     let exists = claims
         .get_opt(&claim)
@@ -702,7 +700,9 @@ async fn external_inputs(
             .get_opt(&reference.name)
             .await
             .map_err(Error::kube("get", format!("Secret/{}", reference.name)))?;
-        let value = secret.as_ref().and_then(|s| secret_value(s, &reference.key));
+        let value = secret
+            .as_ref()
+            .and_then(|s| secret_value(s, &reference.key));
         let problem = match (&secret, value) {
             (None, _) => "not found",
             (Some(_), None) => "has no such key",
@@ -855,6 +855,9 @@ mod tests {
             Scope::Namespaces(vec!["chat-a".into(), "chat-b".into()])
         );
         let error = Scope::parse("chat-a,Bad_NS").unwrap_err().to_string();
-        assert!(error.contains("\"Bad_NS\" is not a namespace name"), "{error}");
+        assert!(
+            error.contains("\"Bad_NS\" is not a namespace name"),
+            "{error}"
+        );
     }
 }

@@ -82,7 +82,11 @@ where
         .await
         .map_err(|e| Error::Election(format!("Lease {}: {e}", election.lease)))?;
     let (mut leading, task) = manager.watch().await;
-    info!(lease = election.lease, identity = election.identity, "waiting for the leader lease");
+    info!(
+        lease = election.lease,
+        identity = election.identity,
+        "waiting for the leader lease"
+    );
     while !*leading.borrow_and_update() {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -98,7 +102,11 @@ where
             }
         }
     }
-    info!(lease = election.lease, identity = election.identity, "leading: reconciling");
+    info!(
+        lease = election.lease,
+        identity = election.identity,
+        "leading: reconciling"
+    );
     let stop = shutdown.child_token();
     let work = work(stop.clone());
     tokio::pin!(work);
@@ -148,9 +156,16 @@ mod tests {
     #[test]
     fn bad_timings_and_a_missing_identity_are_clear_errors() {
         assert_eq!(election(15, 5, "a").seconds().unwrap(), (15, 5));
-        for bad in [election(5, 5, "a"), election(5, 0, "a"), election(15, 5, " ")] {
+        for bad in [
+            election(5, 5, "a"),
+            election(5, 0, "a"),
+            election(15, 5, " "),
+        ] {
             let message = bad.seconds().unwrap_err().to_string();
-            assert!(message.contains("lease") || message.contains("POD_NAME"), "{message}");
+            assert!(
+                message.contains("lease") || message.contains("POD_NAME"),
+                "{message}"
+            );
         }
     }
 }

@@ -19,8 +19,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use crate::backend::{DATA_VOLUME, claim_template, headless_service};
 use crate::app_role::{APP_USER, SCRIPT};
+use crate::backend::{DATA_VOLUME, claim_template, headless_service};
 use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
 use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
 use crate::secrets::{
@@ -219,13 +219,25 @@ mod tests {
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "d1");
         let container = &spec.template.spec.unwrap().containers[0];
-        let hook = container.lifecycle.as_ref().unwrap().post_start.as_ref().unwrap();
+        let hook = container
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .post_start
+            .as_ref()
+            .unwrap();
         let command = hook.exec.as_ref().unwrap().command.as_ref().unwrap();
         assert_eq!(command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
         assert_eq!(command[2], SCRIPT);
         let env = container.env.as_ref().unwrap();
         let app = env.iter().find(|e| e.name == "APP_PASSWORD").unwrap();
-        let reference = app.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        let reference = app
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
         assert_eq!(reference.key, POSTGRES_APP_PASSWORD_KEY);
     }
 

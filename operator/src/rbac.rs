@@ -149,9 +149,6 @@ mod tests {
         for resource in ["secrets", "configmaps", "services"] {
             assert!(allowed(resource, "create") && allowed(resource, "patch"));
         }
-        assert!(
-            !allowed("secrets", "delete"),
-            "the Secret is never deleted"
-        );
+        assert!(!allowed("secrets", "delete"), "the Secret is never deleted");
     }
 }

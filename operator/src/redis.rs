@@ -195,8 +195,17 @@ mod tests {
         );
         let auth = &container.env.as_ref().unwrap()[0];
         assert_eq!(auth.name, "REDISCLI_AUTH");
-        let reference = auth.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((reference.name.as_str(), reference.key.as_str()), ("demo-secrets", REDIS_PASSWORD_KEY));
+        let reference = auth
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            ("demo-secrets", REDIS_PASSWORD_KEY)
+        );
     }
 
     #[test]

@@ -112,7 +112,11 @@ mod tests {
         assert!(first.contains("# Secret/demo-secrets is not printed"));
         let shown = render(MINIMAL, "t.yaml", true).unwrap();
         assert!(shown.contains("kind: Secret") && shown.contains("postgres-password"));
-        assert_ne!(shown, render(MINIMAL, "t.yaml", true).unwrap(), "fresh values");
+        assert_ne!(
+            shown,
+            render(MINIMAL, "t.yaml", true).unwrap(),
+            "fresh values"
+        );
     }
 
     #[test]
@@ -130,7 +134,12 @@ mod tests {
 
     #[test]
     fn wrong_kind_is_a_clear_error() {
-        let err = render("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n", "p.yaml", false).unwrap_err();
+        let err = render(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n",
+            "p.yaml",
+            false,
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("expected apiVersion chatback.dev/v1alpha1"),

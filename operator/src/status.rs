@@ -290,7 +290,10 @@ fn server_verdict(cc: &ChatCluster, deployment: Option<&Deployment>) -> Verdict 
             "ProgressDeadlineExceeded",
             format!(
                 "the rollout is stuck: {}; {counts}",
-                stuck.message.as_deref().unwrap_or("progress deadline exceeded")
+                stuck
+                    .message
+                    .as_deref()
+                    .unwrap_or("progress deadline exceeded")
             ),
         );
     }
@@ -349,12 +352,12 @@ fn condition(
 mod tests {
     use super::*;
     use crds::{ChatClusterSpec, SecretKeyRef};
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
     use k8s_openapi::api::apps::v1::{
         DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::jiff::Timestamp;
-    use k8s_openapi::api::apps::v1::DeploymentCondition;
 
     fn cluster() -> ChatCluster {
         let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
@@ -528,7 +531,10 @@ mod tests {
         server.metadata.generation = Some(3);
         let s = compute(&cluster(), &ready_backends(server), &[], &now());
         let c = find(&s, ConditionType::ServerReady);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RolloutPending"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RolloutPending")
+        );
         assert_eq!(find(&s, ConditionType::Ready).status, "False");
     }
 
@@ -549,7 +555,10 @@ mod tests {
         }]);
         s = compute(&cluster(), &ready_backends(server), &[], &now());
         let c = find(&s, ConditionType::ServerReady);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ProgressDeadlineExceeded"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ProgressDeadlineExceeded")
+        );
         assert!(c.message.contains("timed out progressing"), "{}", c.message);
         assert_eq!(s.phase, Some(Phase::Degraded));
     }
@@ -558,12 +567,18 @@ mod tests {
     fn an_autoscaler_scale_up_keeps_the_cluster_ready() {
         let s = compute(&cluster(), &ready_backends(deployment(5, 3)), &[], &now());
         let c = find(&s, ConditionType::ServerReady);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "ScalingUp"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "ScalingUp")
+        );
         assert_eq!(s.phase, Some(Phase::Ready));
         let mut fixed = cluster();
         fixed.spec.autoscaling.enabled = false;
         let s = compute(&fixed, &ready_backends(deployment(5, 3)), &[], &now());
-        assert_eq!(find(&s, ConditionType::ServerReady).reason, "ReplicasNotReady");
+        assert_eq!(
+            find(&s, ConditionType::ServerReady).reason,
+            "ReplicasNotReady"
+        );
     }
 
     #[test]
@@ -582,9 +597,17 @@ mod tests {
     #[test]
     fn failed_children_show_as_a_reconciled_condition() {
         let failures = vec!["apply StatefulSet/demo-postgres: Forbidden".to_string()];
-        let s = compute(&cluster(), &ready_backends(deployment(3, 3)), &failures, &now());
+        let s = compute(
+            &cluster(),
+            &ready_backends(deployment(3, 3)),
+            &failures,
+            &now(),
+        );
         let c = find(&s, ConditionType::Reconciled);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ReconcileFailed"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ReconcileFailed")
+        );
         assert!(c.message.contains("StatefulSet/demo-postgres"));
         let mut cc = cluster();
         cc.status = Some(compute(&cc, &Observed::default(), &[], &now()));

@@ -61,7 +61,9 @@ fn run_script(server: &Server, db: &str, app: &str) -> Output {
 #[test]
 fn the_post_start_script_makes_an_owning_non_superuser_role_and_can_rerun() {
     let Some(server) = server() else {
-        eprintln!("SKIPPED: CHAT_TEST_DATABASE_URL is not set (scripts/services.sh starts PostgreSQL)");
+        eprintln!(
+            "SKIPPED: CHAT_TEST_DATABASE_URL is not set (scripts/services.sh starts PostgreSQL)"
+        );
         return;
     };
     if Command::new("psql").arg("--version").output().is_err() {
@@ -70,9 +72,19 @@ fn the_post_start_script_makes_an_owning_non_superuser_role_and_can_rerun() {
     }
     let suffix = std::process::id();
     let (db, app) = (format!("app_role_{suffix}"), format!("chat_app_{suffix}"));
-    ok(psql(&server, &server.user, "postgres", &format!("CREATE DATABASE {db}")));
+    ok(psql(
+        &server,
+        &server.user,
+        "postgres",
+        &format!("CREATE DATABASE {db}"),
+    ));
     // A table an earlier version created as the superuser.
-    ok(psql(&server, &server.user, &db, "CREATE TABLE messages (id bigserial PRIMARY KEY, body text)"));
+    ok(psql(
+        &server,
+        &server.user,
+        &db,
+        "CREATE TABLE messages (id bigserial PRIMARY KEY, body text)",
+    ));
 
     for run in 1..=2 {
         let output = run_script(&server, &db, &app);
@@ -87,14 +99,21 @@ fn the_post_start_script_makes_an_owning_non_superuser_role_and_can_rerun() {
         &server,
         &server.user,
         &db,
-        &format!("SELECT rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles WHERE rolname = '{app}'"),
+        &format!(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles WHERE rolname = '{app}'"
+        ),
     ));
-    assert_eq!(attributes, "f|f|f|t", "login, but no superuser, createrole or createdb");
+    assert_eq!(
+        attributes, "f|f|f|t",
+        "login, but no superuser, createrole or createdb"
+    );
     let owners = ok(psql(
         &server,
         &server.user,
         &db,
-        &format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{db}'; SELECT tableowner FROM pg_tables WHERE tablename = 'messages'"),
+        &format!(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{db}'; SELECT tableowner FROM pg_tables WHERE tablename = 'messages'"
+        ),
     ));
     assert_eq!(owners, format!("{app}\n{app}"));
     // As the role: the migrations' work, and not a superuser's.
@@ -107,6 +126,16 @@ fn the_post_start_script_makes_an_owning_non_superuser_role_and_can_rerun() {
     let denied = psql(&server, &app, &db, "CREATE ROLE intruder");
     assert!(!denied.status.success(), "the role cannot create roles");
 
-    ok(psql(&server, &server.user, "postgres", &format!("DROP DATABASE {db}")));
-    ok(psql(&server, &server.user, "postgres", &format!("DROP ROLE {app}")));
+    ok(psql(
+        &server,
+        &server.user,
+        "postgres",
+        &format!("DROP DATABASE {db}"),
+    ));
+    ok(psql(
+        &server,
+        &server.user,
+        "postgres",
+        &format!("DROP ROLE {app}"),
+    ));
 }

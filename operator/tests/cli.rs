@@ -73,11 +73,22 @@ fn render_prints_no_secret_material_unless_asked() {
         stdout(&second),
         "two renders of one ChatCluster are the same"
     );
-    assert!(!stdout(&first).contains("kind: Secret"), "{}", stdout(&first));
+    assert!(
+        !stdout(&first).contains("kind: Secret"),
+        "{}",
+        stdout(&first)
+    );
     assert!(stdout(&first).contains("# Secret/demo-secrets is not printed"));
-    let shown = operator(&["render", "--show-secrets", "-f", "k8s/examples/chatcluster.yaml"]);
+    let shown = operator(&[
+        "render",
+        "--show-secrets",
+        "-f",
+        "k8s/examples/chatcluster.yaml",
+    ]);
     assert!(shown.status.success(), "{}", stderr(&shown));
-    assert!(stdout(&shown).contains("kind: Secret") && stdout(&shown).contains("postgres-password"));
+    assert!(
+        stdout(&shown).contains("kind: Secret") && stdout(&shown).contains("postgres-password")
+    );
 }
 
 #[test]

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 use crds::ChatCluster;
 use fake_apiserver::FakeApiServer;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use operator::controller::{self, Context, Scope, Settings};
@@ -68,11 +68,15 @@ async fn start_controller(fake: FakeApiServer) -> Harness {
     start_controller_in(fake, Scope::Cluster).await
 }
 
-async fn start_controller_in(fake: FakeApiServer, scope: Scope) -> Harness {
+fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
+}
+
+async fn start_controller_in(fake: FakeApiServer, scope: Scope) -> Harness {
+    init_tracing();
     let client = fake.client();
     controller::ensure_crd_installed(&client)
         .await
@@ -118,13 +122,22 @@ async fn create_url_secret(h: &Harness, name: &str) {
 }
 
 /// Polls `check` until it returns Some, or panics naming `what` after the deadline.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+async fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    eventually_or_none(check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `check` until it returns Some, or gives None after the deadline.
+async fn eventually_or_none<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        if start.elapsed() >= DEADLINE {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -143,11 +156,15 @@ impl Harness {
     }
 
     async fn wait_phase(&self, name: &str, phase: &str) -> Value {
-        eventually(&format!("{name} to reach phase {phase}"), || {
-            self.cluster(name)
-                .filter(|cc| cc["status"]["phase"] == phase)
+        let mut last = Value::Null;
+        let found = eventually_or_none(|| {
+            last = self.cluster(name).unwrap_or_default();
+            (last["status"]["phase"] == phase).then(|| last.clone())
         })
-        .await
+        .await;
+        found.unwrap_or_else(|| {
+            panic!("timed out waiting for {name} to reach phase {phase}; last: {last}")
+        })
     }
 
     /// Deletes the ChatCluster and waits until it is gone (finalizer done).
@@ -845,15 +862,23 @@ async fn the_api_server_refuses_a_storage_change_and_says_what_to_do() {
     let h = start().await;
     create(&h, "demo", json!({})).await;
     h.wait_phase("demo", "Ready").await;
-    let error = patch_spec(&h, "demo", json!({"postgres": {"storage": {"size": "5Gi"}}}))
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = patch_spec(
+        &h,
+        "demo",
+        json!({"postgres": {"storage": {"size": "5Gi"}}}),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("cannot change after creation"), "{error}");
     assert!(error.contains("data-<name>-postgres-0"), "{error}");
-    patch_spec(&h, "demo", json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}))
-        .await
-        .expect("the retention policy may change");
+    patch_spec(
+        &h,
+        "demo",
+        json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
+    )
+    .await
+    .expect("the retention policy may change");
 }
 
 #[tokio::test]
@@ -909,9 +934,13 @@ async fn an_image_that_never_gets_ready_never_reads_as_ready() {
     h.wait_phase("demo", "Ready").await;
     h.fake.break_image("chat-server:crashloop");
 
-    patch_spec(&h, "demo", json!({"server": {"image": "chat-server:crashloop"}}))
-        .await
-        .expect("patch the image");
+    patch_spec(
+        &h,
+        "demo",
+        json!({"server": {"image": "chat-server:crashloop"}}),
+    )
+    .await
+    .expect("patch the image");
     // The first status that describes generation 2 must already say not ready.
     let cc = eventually("the status to observe generation 2", || {
         h.cluster("demo")
@@ -931,11 +960,18 @@ async fn an_image_that_never_gets_ready_never_reads_as_ready() {
     })
     .await;
     assert_eq!(condition(&cc, "Ready")["status"], "False");
-    assert_eq!(cc["status"]["phase"], "Degraded", "the old pods still serve");
+    assert_eq!(
+        cc["status"]["phase"], "Degraded",
+        "the old pods still serve"
+    );
 
-    patch_spec(&h, "demo", json!({"server": {"image": "chat-server:fixed"}}))
-        .await
-        .expect("patch the image");
+    patch_spec(
+        &h,
+        "demo",
+        json!({"server": {"image": "chat-server:fixed"}}),
+    )
+    .await
+    .expect("patch the image");
     eventually("Ready after the fix", || {
         h.cluster("demo").filter(|cc| {
             cc["status"]["observedGeneration"] == 3 && cc["status"]["phase"] == "Ready"
@@ -947,46 +983,52 @@ async fn an_image_that_never_gets_ready_never_reads_as_ready() {
 #[tokio::test]
 async fn a_lost_password_is_not_regenerated_over_existing_data() {
     let h = start().await;
-    create(&h, "demo", json!({})).await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
-    .await;
-    let secret = h.child("", "secrets", "demo-secrets").unwrap();
-    let password = decoded(&secret, "postgres-password");
-
-    let secrets = Api::<Secret>::namespaced(h.fake.client(), NS);
-    secrets
-        .delete("demo-secrets", &DeleteParams::default())
+    // The data claim a deleted cluster left (retention Retain), whose Secret is gone.
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data-demo-postgres-0", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(h.fake.client(), NS)
+        .create(&PostParams::default(), &claim)
         .await
-        .expect("delete the Secret");
+        .expect("create the claim");
+
+    create(&h, "demo", json!({})).await;
     let cc = h.wait_phase("demo", "Pending").await;
     let ready = condition(&cc, "Ready");
     assert_eq!(ready["reason"], "PasswordMissing");
     let message = ready["message"].as_str().unwrap();
     assert!(
-        message.contains("data-demo-postgres-0") && message.contains("Restore the Secret demo-secrets"),
+        message.contains("data-demo-postgres-0")
+            && message.contains("Restore the Secret demo-secrets"),
         "{message}"
     );
     assert!(
         h.child("", "secrets", "demo-secrets").is_none(),
         "no new password was generated"
     );
+    assert!(
+        h.deployment("demo").is_none(),
+        "nothing is built on a password nobody knows"
+    );
 
-    // Restoring the Secret from a backup brings the cluster back.
+    // Restoring the Secret from a backup brings the cluster up on the old data.
     let restored: Secret = serde_json::from_value(json!({
         "metadata": {"name": "demo-secrets", "namespace": NS},
-        "stringData": {"postgres-password": password},
+        "stringData": {"postgres-password": "the-original-password"},
     }))
     .unwrap();
-    secrets
+    Api::<Secret>::namespaced(h.fake.client(), NS)
         .create(&PostParams::default(), &restored)
         .await
         .expect("restore the Secret");
     h.wait_phase("demo", "Ready").await;
     let secret = h.child("", "secrets", "demo-secrets").unwrap();
-    assert_eq!(decoded(&secret, "postgres-password"), password);
+    assert_eq!(
+        decoded(&secret, "postgres-password"),
+        "the-original-password"
+    );
 }
 
 #[tokio::test]
@@ -1008,7 +1050,10 @@ async fn foreground_deletion_with_retain_keeps_the_password() {
         h.cluster("demo").is_none().then_some(())
     })
     .await;
-    assert!(h.deployment("demo").is_none(), "owned children were collected");
+    assert!(
+        h.deployment("demo").is_none(),
+        "owned children were collected"
+    );
     let secret = h
         .child("", "secrets", "demo-secrets")
         .expect("the retained data's password is kept");
@@ -1080,9 +1125,13 @@ async fn switching_redis_persistence_recreates_redis() {
     let h = start().await;
     create(&h, "demo", json!({})).await;
     h.wait_phase("demo", "Ready").await;
-    patch_spec(&h, "demo", json!({"redis": {"persistence": {"enabled": true}}}))
-        .await
-        .expect("switch persistence on");
+    patch_spec(
+        &h,
+        "demo",
+        json!({"redis": {"persistence": {"enabled": true}}}),
+    )
+    .await
+    .expect("switch persistence on");
     eventually("Redis with a claim template", || {
         h.child("apps", "statefulsets", "demo-redis")
             .filter(|s| s["spec"]["volumeClaimTemplates"].is_array())
@@ -1123,7 +1172,9 @@ async fn a_namespace_scoped_operator_touches_only_its_namespaces() {
     h.stop.cancel();
 
     assert!(
-        h.fake.object("chatback.dev", "chatclusters", "other", "other").unwrap()["status"]
+        h.fake
+            .object("chatback.dev", "chatclusters", "other", "other")
+            .unwrap()["status"]
             .is_null(),
         "a namespace the operator does not watch is left alone"
     );
@@ -1136,7 +1187,8 @@ async fn a_namespace_scoped_operator_touches_only_its_namespaces() {
     for path in &operator_calls {
         assert!(
             path.contains(&format!("/namespaces/{NS}/"))
-                || path == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/chatclusters.chatback.dev",
+                || path
+                    == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/chatclusters.chatback.dev",
             "a cluster-wide call from a namespace-scoped operator: {path}"
         );
     }
@@ -1184,6 +1236,7 @@ fn replica(
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_the_standby_takes_over() {
+    init_tracing();
     let fake = FakeApiServer::start().await;
     install_crd(&fake).await;
     let h = Harness {
@@ -1199,7 +1252,8 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() {
     create(&h, "first", json!({})).await;
     h.wait_phase("first", "Ready").await;
     let holder = |h: &Harness| {
-        h.fake.object("coordination.k8s.io", "leases", NS, "chatback-operator")
+        h.fake
+            .object("coordination.k8s.io", "leases", NS, "chatback-operator")
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
     };
     let first = holder(&h).expect("a leader holds the lease");
@@ -1216,7 +1270,10 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() {
         (stop_b, task_b, (a, stop_a, task_a))
     };
     leader_stop.cancel();
-    let outcome = leader_task.await.expect("join").expect("the leader stops cleanly");
+    let outcome = leader_task
+        .await
+        .expect("join")
+        .expect("the leader stops cleanly");
     assert_eq!(outcome, Outcome::Shutdown);
     eventually("the standby to take the lease", || {
         holder(&h).filter(|now| *now != first)
@@ -1247,7 +1304,9 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() {
     for rule in operator::rbac::LEASE_RULES {
         for verb in rule.verbs {
             assert!(
-                lease_calls.iter().any(|(_, r, v)| r == rule.resource && v == verb),
+                lease_calls
+                    .iter()
+                    .any(|(_, r, v)| r == rule.resource && v == verb),
                 "LEASE_RULES grants {verb} on {} but leader election never used it",
                 rule.resource
             );

@@ -80,14 +80,29 @@ fn assert_exact(file: &str, kind: &str, name: &str, needed: BTreeSet<Grant>) {
 #[test]
 fn the_cluster_wide_install_grants_exactly_what_the_operator_uses() {
     let rules = CLUSTER_RULES.iter().chain(NAMESPACED_RULES);
-    assert_exact("k8s/rbac.yaml", "ClusterRole", "chatback-operator", needed(rules));
+    assert_exact(
+        "k8s/rbac.yaml",
+        "ClusterRole",
+        "chatback-operator",
+        needed(rules),
+    );
 }
 
 #[test]
 fn the_namespace_scoped_install_needs_no_cluster_wide_access_to_namespaced_objects() {
     let file = "k8s/namespaced/rbac.yaml";
-    assert_exact(file, "ClusterRole", "chatback-operator-crd", needed(CLUSTER_RULES.iter()));
-    assert_exact(file, "Role", "chatback-operator", needed(NAMESPACED_RULES.iter()));
+    assert_exact(
+        file,
+        "ClusterRole",
+        "chatback-operator-crd",
+        needed(CLUSTER_RULES.iter()),
+    );
+    assert_exact(
+        file,
+        "Role",
+        "chatback-operator",
+        needed(NAMESPACED_RULES.iter()),
+    );
 }
 
 #[test]

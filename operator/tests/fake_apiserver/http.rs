@@ -709,9 +709,18 @@ mod tests {
         };
         let selector = Selector::parse(Some("app=x"), None).unwrap();
         let seen = |c: Change| event_for(&c, &target, &selector).map(|e| e["type"].clone());
-        assert_eq!(seen(change("MODIFIED", Some("x"), "y")), Some(json!("DELETED")));
-        assert_eq!(seen(change("MODIFIED", Some("y"), "x")), Some(json!("ADDED")));
-        assert_eq!(seen(change("MODIFIED", Some("x"), "x")), Some(json!("MODIFIED")));
+        assert_eq!(
+            seen(change("MODIFIED", Some("x"), "y")),
+            Some(json!("DELETED"))
+        );
+        assert_eq!(
+            seen(change("MODIFIED", Some("y"), "x")),
+            Some(json!("ADDED"))
+        );
+        assert_eq!(
+            seen(change("MODIFIED", Some("x"), "x")),
+            Some(json!("MODIFIED"))
+        );
         assert_eq!(seen(change("MODIFIED", Some("y"), "z")), None);
         assert_eq!(seen(change("ADDED", None, "y")), None);
         assert_eq!(seen(change("DELETED", None, "x")), Some(json!("DELETED")));

@@ -250,11 +250,21 @@ mod tests {
         apply(&mut store, deployment("web:1"));
         step(&mut store, true, &broken);
         let good = status(&store);
-        assert_eq!((good["readyReplicas"].clone(), good["updatedReplicas"].clone()), (json!(3), json!(3)));
+        assert_eq!(
+            (
+                good["readyReplicas"].clone(),
+                good["updatedReplicas"].clone()
+            ),
+            (json!(3), json!(3))
+        );
         assert_eq!(good["observedGeneration"], 1);
 
         apply(&mut store, deployment("web:bad"));
-        assert_eq!(status(&store)["observedGeneration"], 1, "not observed before a tick");
+        assert_eq!(
+            status(&store)["observedGeneration"],
+            1,
+            "not observed before a tick"
+        );
         step(&mut store, true, &broken);
         let rolling = status(&store);
         assert_eq!(rolling["observedGeneration"], 2);
@@ -268,6 +278,9 @@ mod tests {
 
         apply(&mut store, deployment("web:2"));
         step(&mut store, true, &broken);
-        assert_eq!(status(&store)["conditions"][1]["reason"], "NewReplicaSetAvailable");
+        assert_eq!(
+            status(&store)["conditions"][1]["reason"],
+            "NewReplicaSetAvailable"
+        );
     }
 }

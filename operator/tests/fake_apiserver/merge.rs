@@ -130,7 +130,11 @@ pub fn server_side_apply(
 /// longer what it applied (another writer took the field over).
 pub fn release_changed(config: &mut Value, live: &Value) {
     for path in leaf_paths(config) {
-        if path.is_empty() || path.first().is_some_and(|k| k == "apiVersion" || k == "kind") {
+        if path.is_empty()
+            || path
+                .first()
+                .is_some_and(|k| k == "apiVersion" || k == "kind")
+        {
             continue;
         }
         if path.len() == 2 && path[0] == "metadata" && path[1] == "name" {

@@ -520,10 +520,20 @@ impl Store {
                 "fieldManager is required for apply requests",
             ));
         }
-        if config["metadata"]["name"].as_str() != Some(name) {
-            return Err(ApiError::bad_request(
-                "the name of the object does not match the name in the URL",
-            ));
+        // As on the real server, a body without a name takes the URL's.
+        match config["metadata"]["name"].as_str() {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(
+                    "the name of the object does not match the name in the URL",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if !config["metadata"].is_object() {
+                    config["metadata"] = json!({});
+                }
+                config["metadata"]["name"] = json!(name);
+            }
         }
         for field in [
             "uid",
@@ -724,7 +734,10 @@ impl Store {
     ) -> Result<Value> {
         let key = Self::key(rt, namespace, name);
         let object = self.get(rt, namespace, name)?;
-        let uid = object["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         match propagation {
             Propagation::Background => {}
             Propagation::Orphan => self.orphan_dependents(&uid),
@@ -819,8 +832,12 @@ impl Store {
             let Some(((group, plural, namespace, name), _)) = owner else {
                 continue;
             };
-            let (group, plural, namespace, name) =
-                (group.clone(), plural.clone(), namespace.clone(), name.clone());
+            let (group, plural, namespace, name) = (
+                group.clone(),
+                plural.clone(),
+                namespace.clone(),
+                name.clone(),
+            );
             if let Some(rt) = self.type_of(&group, &plural) {
                 let _ = self.update(&rt, &namespace, &name, Part::Main, |o| {
                     if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
@@ -964,7 +981,9 @@ mod tests {
     }
 
     fn rt(store: &Store, group: &str, version: &str, plural: &str) -> ResourceType {
-        store.resource(group, version, plural).expect("a built-in type")
+        store
+            .resource(group, version, plural)
+            .expect("a built-in type")
     }
 
     fn config_map(name: &str, data: Value) -> Value {
@@ -1009,7 +1028,9 @@ mod tests {
     fn create_fills_in_what_the_server_owns() {
         let mut s = store();
         let cm = rt(&s, "", "v1", "configmaps");
-        let created = s.create(&cm, "ns", config_map("a", json!({"k": "v"}))).unwrap();
+        let created = s
+            .create(&cm, "ns", config_map("a", json!({"k": "v"})))
+            .unwrap();
         let meta = &created["metadata"];
         assert_eq!(meta["namespace"], "ns");
         assert_eq!(meta["generation"], 1);
@@ -1031,7 +1052,10 @@ mod tests {
         assert_eq!(s.resource_version(), rv, "no write, no new resourceVersion");
         let mut scaled = stateful_set("db", "1Gi");
         scaled["spec"]["replicas"] = json!(2);
-        assert_eq!(apply(&mut s, &sts, scaled).unwrap()["metadata"]["generation"], 2);
+        assert_eq!(
+            apply(&mut s, &sts, scaled).unwrap()["metadata"]["generation"],
+            2
+        );
         let status = s
             .update(&sts, "ns", "db", Part::Status, |o| {
                 o["status"] = json!({"readyReplicas": 2});
@@ -1039,8 +1063,14 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(status["metadata"]["generation"], 2, "status writes keep generation");
-        assert_eq!(status["spec"]["replicas"], 2, "a status write cannot change the spec");
+        assert_eq!(
+            status["metadata"]["generation"], 2,
+            "status writes keep generation"
+        );
+        assert_eq!(
+            status["spec"]["replicas"], 2,
+            "a status write cannot change the spec"
+        );
     }
 
     #[test]
@@ -1065,14 +1095,22 @@ mod tests {
         apply(&mut s, &sts, stateful_set("db", "1Gi")).unwrap();
         let bigger = apply(&mut s, &sts, stateful_set("db", "5Gi")).unwrap_err();
         assert_eq!(bigger.code, 422);
-        assert!(bigger.message.contains("spec: Forbidden"), "{}", bigger.message);
+        assert!(
+            bigger.message.contains("spec: Forbidden"),
+            "{}",
+            bigger.message
+        );
         for (field, value) in [
             ("serviceName", json!("other")),
             ("selector", json!({"matchLabels": {"app": "x"}})),
         ] {
             let mut changed = stateful_set("db", "1Gi");
             changed["spec"][field] = value;
-            assert_eq!(apply(&mut s, &sts, changed).unwrap_err().code, 422, "{field}");
+            assert_eq!(
+                apply(&mut s, &sts, changed).unwrap_err().code,
+                422,
+                "{field}"
+            );
         }
         let mut new_image = stateful_set("db", "1Gi");
         new_image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i:2");
@@ -1127,8 +1165,12 @@ mod tests {
     fn background_deletion_collects_dependents_after_the_owner() {
         let mut s = store();
         let cm = owner_and_dependent(&mut s);
-        s.delete(&cm, "ns", "owner", Propagation::Background).unwrap();
-        assert!(s.get(&cm, "ns", "dep").is_ok(), "the owner still exists (finalizer)");
+        s.delete(&cm, "ns", "owner", Propagation::Background)
+            .unwrap();
+        assert!(
+            s.get(&cm, "ns", "dep").is_ok(),
+            "the owner still exists (finalizer)"
+        );
         s.update(&cm, "ns", "owner", Part::Main, |o| {
             o["metadata"]["finalizers"] = json!([]);
             Ok(())
@@ -1141,7 +1183,9 @@ mod tests {
     fn foreground_deletion_removes_dependents_first() {
         let mut s = store();
         let cm = owner_and_dependent(&mut s);
-        let marked = s.delete(&cm, "ns", "owner", Propagation::Foreground).unwrap();
+        let marked = s
+            .delete(&cm, "ns", "owner", Propagation::Foreground)
+            .unwrap();
         assert_eq!(s.get(&cm, "ns", "dep").unwrap_err().code, 404);
         assert!(marked["metadata"]["deletionTimestamp"].is_string());
         assert_eq!(marked["metadata"]["finalizers"], json!(["x/cleanup"]));
@@ -1166,7 +1210,8 @@ mod tests {
         let mut s = store();
         let cm = rt(&s, "", "v1", "configmaps");
         let start = s.resource_version();
-        s.create(&cm, "ns", config_map("a", json!({"k": "1"}))).unwrap();
+        s.create(&cm, "ns", config_map("a", json!({"k": "1"})))
+            .unwrap();
         s.update(&cm, "ns", "a", Part::Main, |o| {
             o["data"]["k"] = json!("2");
             Ok(())
@@ -1219,10 +1264,15 @@ mod tests {
     fn selectors_parse_and_match() {
         let object = json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"app": "x", "tier": "db"}}});
         let matches = |labels: &str, fields: Option<&str>| {
-            Selector::parse(Some(labels), fields).unwrap().matches(&object)
+            Selector::parse(Some(labels), fields)
+                .unwrap()
+                .matches(&object)
         };
         assert!(matches("app=x,tier", None));
-        assert!(matches("app==x,tier!=web,!missing", Some("metadata.name=a")));
+        assert!(matches(
+            "app==x,tier!=web,!missing",
+            Some("metadata.name=a")
+        ));
         assert!(!matches("app=y", None));
         assert!(!matches("", Some("metadata.namespace=other")));
         assert!(Selector::parse(Some("app in (x)"), None).is_err());
