@@ -169,6 +169,7 @@ pub fn stateful_set(cc: &ChatCluster, app_password_digest: &str) -> StatefulSet 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::secret_source;
 
     fn cluster() -> ChatCluster {
         crate::meta::test_cluster()
@@ -193,23 +194,10 @@ mod tests {
     fn password_comes_from_the_secret() {
         let spec = stateful_set(&cluster(), "d1").spec.unwrap();
         let container = &spec.template.spec.unwrap().containers[0];
-        let password = container
-            .env
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|e| e.name == "POSTGRES_PASSWORD")
-            .unwrap();
-        assert!(password.value.is_none());
-        let selector = password
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!(selector.name, "demo-secrets");
-        assert_eq!(selector.key, POSTGRES_PASSWORD_KEY);
+        assert_eq!(
+            secret_source(container.env.as_ref().unwrap(), "POSTGRES_PASSWORD"),
+            ("demo-secrets".into(), POSTGRES_PASSWORD_KEY.into())
+        );
         assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
     }
 
@@ -229,16 +217,10 @@ mod tests {
         let command = hook.exec.as_ref().unwrap().command.as_ref().unwrap();
         assert_eq!(command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
         assert_eq!(command[2], SCRIPT);
-        let env = container.env.as_ref().unwrap();
-        let app = env.iter().find(|e| e.name == "APP_PASSWORD").unwrap();
-        let reference = app
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!(reference.key, POSTGRES_APP_PASSWORD_KEY);
+        assert_eq!(
+            secret_source(container.env.as_ref().unwrap(), "APP_PASSWORD"),
+            ("demo-secrets".into(), POSTGRES_APP_PASSWORD_KEY.into())
+        );
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn stateful_set(cc: &ChatCluster, password_digest: &str) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::secret_source;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn cluster() -> ChatCluster {
@@ -193,18 +194,9 @@ mod tests {
                 .unwrap()
                 .contains(&"--requirepass $(REDISCLI_AUTH)".to_string())
         );
-        let auth = &container.env.as_ref().unwrap()[0];
-        assert_eq!(auth.name, "REDISCLI_AUTH");
-        let reference = auth
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
         assert_eq!(
-            (reference.name.as_str(), reference.key.as_str()),
-            ("demo-secrets", REDIS_PASSWORD_KEY)
+            secret_source(container.env.as_ref().unwrap(), "REDISCLI_AUTH"),
+            ("demo-secrets".into(), REDIS_PASSWORD_KEY.into())
         );
     }
 

@@ -86,12 +86,8 @@ impl Credentials {
         let mut generated = Vec::new();
         let names = Names::of(cc);
         if cc.spec.postgres.mode == BackendMode::Managed {
-            for key in [POSTGRES_PASSWORD_KEY, POSTGRES_APP_PASSWORD_KEY] {
-                if !creds.values.contains_key(key) {
-                    creds.values.insert(key.into(), random_token(PASSWORD_LEN));
-                    generated.push(key);
-                }
-            }
+            creds.fill(POSTGRES_PASSWORD_KEY, PASSWORD_LEN, &mut generated);
+            creds.fill(POSTGRES_APP_PASSWORD_KEY, PASSWORD_LEN, &mut generated);
             // The URL is derived, so it always follows the (kept) password.
             let url = format!(
                 "postgres://{APP_USER}:{}@{}:{POSTGRES_PORT}/{POSTGRES_DB}",
@@ -101,12 +97,7 @@ impl Credentials {
             creds.values.insert(DATABASE_URL_KEY.into(), url);
         }
         if cc.spec.redis.mode == BackendMode::Managed {
-            if !creds.values.contains_key(REDIS_PASSWORD_KEY) {
-                creds
-                    .values
-                    .insert(REDIS_PASSWORD_KEY.into(), random_token(PASSWORD_LEN));
-                generated.push(REDIS_PASSWORD_KEY);
-            }
+            creds.fill(REDIS_PASSWORD_KEY, PASSWORD_LEN, &mut generated);
             let url = format!(
                 "redis://:{}@{}:{REDIS_PORT}",
                 creds.values[REDIS_PASSWORD_KEY],
@@ -114,13 +105,18 @@ impl Credentials {
             );
             creds.values.insert(REDIS_URL_KEY.into(), url);
         }
-        if cc.spec.server.auth.enabled && !creds.values.contains_key(JWT_SECRET_KEY) {
-            creds
-                .values
-                .insert(JWT_SECRET_KEY.into(), random_token(JWT_KEY_LEN));
-            generated.push(JWT_SECRET_KEY);
+        if cc.spec.server.auth.enabled {
+            creds.fill(JWT_SECRET_KEY, JWT_KEY_LEN, &mut generated);
         }
         (creds, generated)
+    }
+
+    /// Generates `key` (a `len`-character token) unless it is already there.
+    fn fill(&mut self, key: &'static str, len: usize, generated: &mut Vec<&'static str>) {
+        if !self.values.contains_key(key) {
+            self.values.insert(key.into(), random_token(len));
+            generated.push(key);
+        }
     }
 
     /// The keys a new cluster's Secret would hold, all with empty values: what

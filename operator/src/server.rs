@@ -330,6 +330,7 @@ pub fn endpoint(cc: &ChatCluster) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::secret_source;
 
     fn cluster() -> ChatCluster {
         crate::meta::test_cluster()
@@ -434,18 +435,7 @@ mod tests {
         cc.spec.server.auth.enabled = true;
         let env = env(&deployment(&cc, "h"));
         for var in ["DATABASE_URL", "REDIS_URL", "CHAT_JWT_SECRET"] {
-            let e = env.iter().find(|e| e.name == var).unwrap();
-            assert!(e.value.is_none(), "{var} must come from a Secret");
-            assert_eq!(
-                e.value_from
-                    .as_ref()
-                    .unwrap()
-                    .secret_key_ref
-                    .as_ref()
-                    .unwrap()
-                    .name,
-                "demo-secrets"
-            );
+            assert_eq!(secret_source(&env, var).0, "demo-secrets");
         }
         let id = env.iter().find(|e| e.name == "CHAT_INSTANCE_ID").unwrap();
         assert_eq!(
@@ -475,17 +465,7 @@ mod tests {
         });
         assert!(!config_map(&cc).data.unwrap().contains_key("REDIS_URL"));
         let env = env(&deployment(&cc, "h"));
-        let source = |var: &str| {
-            let e = env.iter().find(|e| e.name == var).unwrap();
-            let r = e
-                .value_from
-                .as_ref()
-                .unwrap()
-                .secret_key_ref
-                .as_ref()
-                .unwrap();
-            (r.name.clone(), r.key.clone())
-        };
+        let source = |var: &str| secret_source(&env, var);
         assert_eq!(source("REDIS_URL"), ("r".to_string(), "u".to_string()));
         assert_eq!(source("DATABASE_URL"), ("p".to_string(), "url".to_string()));
     }

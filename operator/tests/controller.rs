@@ -167,6 +167,18 @@ impl Harness {
         })
     }
 
+    /// Creates a ChatCluster and waits until it is Ready and its PostgreSQL
+    /// claim exists (the fake kubelet makes it right after the StatefulSet).
+    async fn ready_with_postgres_claim(&self, name: &str, spec: Value) {
+        create(self, name, spec).await;
+        self.wait_phase(name, "Ready").await;
+        let claim = format!("data-{name}-postgres-0");
+        eventually("the PostgreSQL claim", || {
+            self.child("", "persistentvolumeclaims", &claim)
+        })
+        .await;
+    }
+
     /// Deletes the ChatCluster and waits until it is gone (finalizer done).
     async fn delete_cluster(&self, name: &str) {
         self.api
@@ -463,12 +475,7 @@ async fn the_scale_subresource_drives_the_deployment() {
 #[tokio::test]
 async fn deletion_with_retain_keeps_the_claims_and_their_secret() {
     let h = start().await;
-    create(&h, "demo", json!({})).await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
-    .await;
+    h.ready_with_postgres_claim("demo", json!({})).await;
     let password = decoded(
         &h.child("", "secrets", "demo-secrets").unwrap(),
         "postgres-password",
@@ -511,16 +518,10 @@ async fn deletion_with_retain_keeps_the_claims_and_their_secret() {
 #[tokio::test]
 async fn deletion_with_delete_removes_the_claims() {
     let h = start().await;
-    create(
-        &h,
+    h.ready_with_postgres_claim(
         "demo",
         json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
     )
-    .await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
     .await;
 
     h.delete_cluster("demo").await;
@@ -658,8 +659,8 @@ fn without_cel_rules(value: &mut Value) {
     }
 }
 
-#[tokio::test]
-async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied() {
+/// The controller against a CRD without its CEL rules, as an older CRD might be.
+async fn start_without_cel_rules() -> Harness {
     let fake = FakeApiServer::start().await;
     let mut crd = serde_json::to_value(ChatCluster::crd()).unwrap();
     without_cel_rules(&mut crd);
@@ -668,7 +669,12 @@ async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied()
         .create(&PostParams::default(), &crd)
         .await
         .expect("install the rule-less CRD");
-    let h = start_controller(fake).await;
+    start_controller(fake).await
+}
+
+#[tokio::test]
+async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied() {
+    let h = start_without_cel_rules().await;
     create(
         &h,
         "bad",
@@ -760,17 +766,7 @@ async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
 
     // Every path through the controller: provision, prune, wait on a Secret
     // (a repeated Event is patched), switch to External, delete with Delete.
-    create(
-        &h,
-        "demo",
-        json!({"networkPolicy": {"enabled": true}, "postgres": {"storage": {"retentionPolicy": "Delete"}}}),
-    )
-    .await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
-    .await;
+    h.ready_with_postgres_claim("demo", json!({"networkPolicy": {"enabled": true}, "postgres": {"storage": {"retentionPolicy": "Delete"}}})).await;
     let off = json!({"spec": {"autoscaling": {"enabled": false}, "podDisruptionBudget": {"enabled": false}, "networkPolicy": {"enabled": false}}});
     h.api
         .patch("demo", &PatchParams::default(), &Patch::Merge(&off))
@@ -885,15 +881,7 @@ async fn the_api_server_refuses_a_storage_change_and_says_what_to_do() {
 async fn a_child_the_api_server_refuses_does_not_stop_the_others() {
     // A ChatCluster stored under an older CRD (no transition rule) can still
     // ask for a change the StatefulSet cannot take.
-    let fake = FakeApiServer::start().await;
-    let mut crd = serde_json::to_value(ChatCluster::crd()).unwrap();
-    without_cel_rules(&mut crd);
-    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
-    Api::<CustomResourceDefinition>::all(fake.client())
-        .create(&PostParams::default(), &crd)
-        .await
-        .expect("install the rule-less CRD");
-    let h = start_controller(fake).await;
+    let h = start_without_cel_rules().await;
     create(&h, "demo", json!({})).await;
     h.wait_phase("demo", "Ready").await;
 
@@ -1087,16 +1075,10 @@ async fn rotating_an_external_secret_rolls_the_pods() {
 #[tokio::test]
 async fn managed_to_external_then_deletion_with_delete_removes_the_old_claims() {
     let h = start().await;
-    create(
-        &h,
+    h.ready_with_postgres_claim(
         "demo",
         json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
     )
-    .await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
     .await;
     create_url_secret(&h, "pg-url").await;
     patch_spec(

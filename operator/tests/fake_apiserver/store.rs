@@ -790,23 +790,27 @@ impl Store {
             .any(|s| Self::owned_by(&s.object, uid))
     }
 
-    /// Removes the ownerReferences to `uid` from every dependent.
-    fn orphan_dependents(&mut self, uid: &str) {
-        let dependents: Vec<Key> = self
-            .objects
+    /// The type, namespace and name of every object `uid` owns.
+    fn dependents_of(&self, uid: &str) -> Vec<(ResourceType, String, String)> {
+        self.objects
             .iter()
             .filter(|(_, s)| Self::owned_by(&s.object, uid))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (group, plural, namespace, name) in dependents {
-            if let Some(rt) = self.type_of(&group, &plural) {
-                let _ = self.update(&rt, &namespace, &name, Part::Main, |o| {
-                    if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
-                        refs.retain(|r| r["uid"] != uid);
-                    }
-                    Ok(())
-                });
-            }
+            .filter_map(|((group, plural, namespace, name), _)| {
+                let rt = self.type_of(group, plural)?;
+                Some((rt, namespace.clone(), name.clone()))
+            })
+            .collect()
+    }
+
+    /// Removes the ownerReferences to `uid` from every dependent.
+    fn orphan_dependents(&mut self, uid: &str) {
+        for (rt, namespace, name) in self.dependents_of(uid) {
+            let _ = self.update(&rt, &namespace, &name, Part::Main, |o| {
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"] != uid);
+                }
+                Ok(())
+            });
         }
     }
 
@@ -879,16 +883,8 @@ impl Store {
 
     /// The garbage collector: deletes every object owned by `uid`.
     fn collect_dependents(&mut self, uid: &str) {
-        let dependents: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, s)| Self::owned_by(&s.object, uid))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (group, plural, namespace, name) in dependents {
-            if let Some(rt) = self.type_of(&group, &plural) {
-                let _ = self.delete(&rt, &namespace, &name, Propagation::Background);
-            }
+        for (rt, namespace, name) in self.dependents_of(uid) {
+            let _ = self.delete(&rt, &namespace, &name, Propagation::Background);
         }
     }
 
