@@ -1176,6 +1176,16 @@ async fn a_namespace_scoped_operator_touches_only_its_namespaces() {
     }
 }
 
+/// A harness whose operator replicas the test starts itself ([`replica`]).
+fn without_controller(fake: FakeApiServer) -> Harness {
+    Harness {
+        api: Api::namespaced(fake.client(), NS),
+        fake,
+        registry: Arc::new(Registry::default()),
+        stop: CancellationToken::new(),
+    }
+}
+
 fn election(identity: &str) -> Election {
     Election {
         namespace: NS.into(),
@@ -1221,12 +1231,7 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() {
     init_tracing();
     let fake = FakeApiServer::start().await;
     install_crd(&fake).await;
-    let h = Harness {
-        api: Api::namespaced(fake.client(), NS),
-        fake,
-        registry: Arc::new(Registry::default()),
-        stop: CancellationToken::new(),
-    };
+    let h = without_controller(fake);
     let setup_requests = h.fake.requests().len();
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let (a, task_a) = replica(&h, "operator-a", stop_a.clone());
@@ -1294,4 +1299,39 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_dead_leader_is_taken_over_once_it_expires() {
+    init_tracing();
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    // A leader that died holding the lease: it will never renew or release it.
+    let stale: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+        "metadata": {"name": "chatback-operator", "namespace": NS},
+        "spec": {
+            "holderIdentity": "operator-dead",
+            "leaseDurationSeconds": 3,
+            "acquireTime": "2020-01-01T00:00:00.000000Z",
+            "renewTime": "2020-01-01T00:00:00.000000Z",
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(fake.client(), NS)
+        .create(&PostParams::default(), &stale)
+        .await
+        .expect("create the stale Lease");
+    let h = without_controller(fake);
+    let stop = CancellationToken::new();
+    let (leading, task) = replica(&h, "operator-a", stop.clone());
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    assert!(leading.load(std::sync::atomic::Ordering::SeqCst));
+    let lease = h
+        .fake
+        .object("coordination.k8s.io", "leases", NS, "chatback-operator")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "operator-a");
+    stop.cancel();
+    assert_eq!(task.await.expect("join").expect("stops"), Outcome::Shutdown);
 }
