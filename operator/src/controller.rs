@@ -600,8 +600,9 @@ async fn recreate_on_claim_change(
     Ok(())
 }
 
-/// What of a StatefulSet's claim templates matters: name, size, class.
-fn claims_of(sts: &StatefulSet) -> Vec<(String, Option<String>, Option<String>)> {
+/// What of a StatefulSet's claim templates matters: name, size (in bytes:
+/// the API server may print `1024Mi` as `1Gi`), class.
+fn claims_of(sts: &StatefulSet) -> Vec<(String, Option<u128>, Option<String>)> {
     sts.spec
         .iter()
         .flat_map(|s| s.volume_claim_templates.iter().flatten())
@@ -611,11 +612,40 @@ fn claims_of(sts: &StatefulSet) -> Vec<(String, Option<String>, Option<String>)>
                 .and_then(|s| s.resources.as_ref())
                 .and_then(|r| r.requests.as_ref())
                 .and_then(|r| r.get("storage"))
-                .map(|q| q.0.clone());
+                .and_then(|q| quantity_bytes(&q.0));
             let class = spec.and_then(|s| s.storage_class_name.clone());
             (claim.metadata.name.clone().unwrap_or_default(), size, class)
         })
         .collect()
+}
+
+/// A storage quantity in bytes, for the forms the CRD admits (an integer or
+/// decimal with an optional binary or decimal suffix); None otherwise.
+fn quantity_bytes(quantity: &str) -> Option<u128> {
+    let split = quantity
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+    digits.checked_mul(multiplier).map(|b| b / scale)
 }
 
 fn pod_template_hash(deployment: &Deployment) -> String {
@@ -845,6 +875,17 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_quantities_compare_by_size() {
+        assert_eq!(quantity_bytes("1Gi"), quantity_bytes("1024Mi"));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(1_610_612_736));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(quantity_bytes("512"), Some(512));
+        assert_ne!(quantity_bytes("1Gi"), quantity_bytes("1G"));
+        assert_eq!(quantity_bytes("1Xi"), None);
+        assert_eq!(quantity_bytes("Gi"), None);
+    }
 
     #[test]
     fn watch_namespaces_parse_or_explain() {
