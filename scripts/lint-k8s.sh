@@ -3,7 +3,7 @@
 #   - hadolint on both Dockerfiles, failing on any finding, even style;
 #   - the Docker build context and build commands match the workspace;
 #   - the CRD copy in k8s/ equals the generated crds/chatcluster.yaml;
-#   - `kubectl kustomize k8s/` builds;
+#   - `kubectl kustomize k8s/` and `k8s/namespaced/` build;
 #   - every manifest under k8s/ and crds/, and the kustomize output, is valid
 #     for Kubernetes 1.30 and 1.33 (kubernetes-validate --strict for built-in
 #     kinds; ChatClusters against the CRD's schema, defaults and CEL rules);
@@ -53,14 +53,16 @@ trap 'rm -rf "$work"' EXIT
 echo "hadolint: Dockerfile.server, Dockerfile.operator clean"
 
 # --- manifests ---------------------------------------------------------------
-cmp -s "$crd" k8s/crd-chatcluster.yaml \
-  || fail "k8s/crd-chatcluster.yaml differs from $crd; run: cp $crd k8s/crd-chatcluster.yaml"
+cmp -s "$crd" k8s/base/crd-chatcluster.yaml \
+  || fail "k8s/base/crd-chatcluster.yaml differs from $crd; run: cp $crd k8s/base/crd-chatcluster.yaml"
 
 mapfile -t manifests < <(
   find k8s crds -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/examples/invalid/*' | sort)
 if command -v kubectl >/dev/null; then
   kubectl kustomize k8s >"$work/install.yaml" || fail "kubectl kustomize k8s/ failed"
-  manifests+=("$work/install.yaml")
+  kubectl kustomize k8s/namespaced >"$work/install-namespaced.yaml" \
+    || fail "kubectl kustomize k8s/namespaced/ failed"
+  manifests+=("$work/install.yaml" "$work/install-namespaced.yaml")
 else
   echo "kubectl not found: skipping the kustomize build of k8s/ (the files are still validated)"
 fi

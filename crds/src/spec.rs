@@ -400,8 +400,14 @@ fn default_postgres_image() -> String {
 }
 
 /// The managed PostgreSQL data volume.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+///
+/// `size` and `storageClassName` end up in the StatefulSet's
+/// volumeClaimTemplates, which Kubernetes never lets change: a transition rule
+/// refuses the edit at admission, with what to do instead, rather than let
+/// every later reconcile fail on the StatefulSet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.size == oldSelf.size && (has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("postgres.storage.size and postgres.storage.storageClassName cannot change after creation: they are the PostgreSQL StatefulSet's volumeClaimTemplate, which Kubernetes keeps immutable. To grow the volume, expand the claim data-<name>-postgres-0 itself (kubectl patch pvc, if its StorageClass allows expansion); to move to another StorageClass, back up the database and restore it into a new ChatCluster"))]
 pub struct PostgresStorage {
     /// The claim's size.
     #[serde(default = "default_size")]
@@ -437,13 +443,19 @@ pub enum RetentionPolicy {
     Delete,
 }
 
-/// The NetworkPolicy for the backends.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+/// The NetworkPolicy for the backends (on by default: least privilege).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
     /// Admit Redis and PostgreSQL traffic only from this cluster's chat pods.
-    #[serde(default)]
+    #[serde(default = "default_true")]
     pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// The PodDisruptionBudget of the chat-server pods.

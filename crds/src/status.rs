@@ -17,7 +17,7 @@ pub struct ChatClusterStatus {
     /// Pending, Provisioning, Ready or Degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Ready, RedisReady, PostgresReady and ServerReady.
+    /// Ready, RedisReady, PostgresReady, ServerReady and Reconciled.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -69,6 +69,8 @@ pub enum ConditionType {
     RedisReady,
     PostgresReady,
     ServerReady,
+    /// Whether the last reconcile applied every child; False carries the errors.
+    Reconciled,
 }
 
 impl ConditionType {
@@ -78,6 +80,7 @@ impl ConditionType {
             ConditionType::RedisReady => "RedisReady",
             ConditionType::PostgresReady => "PostgresReady",
             ConditionType::ServerReady => "ServerReady",
+            ConditionType::Reconciled => "Reconciled",
         }
     }
 }

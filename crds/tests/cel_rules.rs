@@ -22,6 +22,11 @@ fn cluster(name: &str, spec: Value) -> Value {
 
 /// The failure messages for `object`, empty when it is valid.
 fn failures(object: &Value) -> Vec<String> {
+    failures_of_update(object, None)
+}
+
+/// The failure messages for an update from `old` to `object` (transition rules).
+fn failures_of_update(object: &Value, old: Option<&Value>) -> Vec<String> {
     let schema = schema();
     let compiled = kube_cel::compile_schema(&schema);
     assert!(
@@ -29,7 +34,7 @@ fn failures(object: &Value) -> Vec<String> {
         "a rule does not compile: {:?}",
         compiled.compilation_errors()
     );
-    match kube_cel::Validator::new().validate(&schema, object, None) {
+    match kube_cel::Validator::new().validate(&schema, object, old) {
         Ok(()) => Vec::new(),
         Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
     }
@@ -108,4 +113,43 @@ fn each_rule_rejects_what_it_names() {
 fn external_mode_with_a_reference_ignores_the_image_rule() {
     let spec = json!({"postgres": {"mode": "External", "image": "", "secretRef": {"name": "pg"}}});
     assert_eq!(failures(&cluster("demo", spec)), Vec::<String>::new());
+}
+
+/// A ChatCluster with its PostgreSQL storage as the API server stores it (defaulted).
+fn with_storage(storage: Value) -> Value {
+    cluster(
+        "demo",
+        json!({"postgres": {"mode": "Managed", "image": "postgres:16-alpine", "storage": storage}}),
+    )
+}
+
+#[test]
+fn postgres_storage_cannot_change_after_creation() {
+    let old = with_storage(json!({"size": "1Gi", "retentionPolicy": "Retain"}));
+    for changed in [
+        json!({"size": "5Gi", "retentionPolicy": "Retain"}),
+        json!({"size": "1Gi", "storageClassName": "fast", "retentionPolicy": "Retain"}),
+    ] {
+        let found = failures_of_update(&with_storage(changed.clone()), Some(&old));
+        assert!(
+            found
+                .iter()
+                .any(|m| m.contains("cannot change after creation")
+                    && m.contains("expand the claim data-<name>-postgres-0")),
+            "{changed}: {found:?}"
+        );
+    }
+    let retention_only = with_storage(json!({"size": "1Gi", "retentionPolicy": "Delete"}));
+    assert_eq!(
+        failures_of_update(&retention_only, Some(&old)),
+        Vec::<String>::new(),
+        "the retention policy may change"
+    );
+    assert_eq!(
+        failures(&with_storage(
+            json!({"size": "5Gi", "storageClassName": "fast"})
+        )),
+        Vec::<String>::new(),
+        "any storage is fine at creation"
+    );
 }

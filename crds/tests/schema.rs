@@ -67,7 +67,8 @@ fn bare_spec_gets_the_pinned_defaults() {
         spec.postgres.storage.retention_policy,
         RetentionPolicy::Retain
     );
-    assert!(!spec.network_policy.enabled);
+    // On by default since issue 11 (least privilege: only chat pods reach the backends).
+    assert!(spec.network_policy.enabled);
     assert!(spec.pod_disruption_budget.enabled);
     assert_eq!(spec.pod_disruption_budget.max_unavailable, 1);
     assert!(spec.problems().is_empty());

@@ -6,11 +6,17 @@
 //! One source of truth means the operator and the autoscaler never fight over
 //! `Deployment.spec.replicas`. The scale subresource's `status.selector` tells
 //! the autoscaler which pods' metrics to average.
+//!
+//! Scaling down closes every WebSocket of a removed pod, and its clients all
+//! reconnect at once to the rest. `behavior.scaleDown` therefore waits out a
+//! stabilization window and removes at most one pod per period, so a dip in
+//! load never drops many pods' connections together.
 
 use crds::ChatCluster;
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+    CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
+    MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
@@ -19,6 +25,29 @@ use crate::meta::{Component, Names, child_meta, cluster_api_version};
 
 /// The per-pod metric behind `targetConnectionsPerPod` (docs/protocol.md, "Metrics").
 pub const CONNECTIONS_METRIC: &str = "chat_connections";
+
+/// How long the load must stay low before pods are removed.
+pub const SCALE_DOWN_STABILIZATION_SECS: i32 = 300;
+/// Pods removed per [`SCALE_DOWN_PERIOD_SECS`] at most.
+pub const SCALE_DOWN_PODS: i32 = 1;
+pub const SCALE_DOWN_PERIOD_SECS: i32 = 60;
+
+/// Gentle scale-down: see the module docs. Scale-up keeps the Kubernetes default.
+fn behavior() -> HorizontalPodAutoscalerBehavior {
+    HorizontalPodAutoscalerBehavior {
+        scale_down: Some(HPAScalingRules {
+            stabilization_window_seconds: Some(SCALE_DOWN_STABILIZATION_SECS),
+            select_policy: Some("Min".into()),
+            policies: Some(vec![HPAScalingPolicy {
+                type_: "Pods".into(),
+                value: SCALE_DOWN_PODS,
+                period_seconds: SCALE_DOWN_PERIOD_SECS,
+            }]),
+            ..HPAScalingRules::default()
+        }),
+        scale_up: None,
+    }
+}
 
 /// The HPA, or `None` when autoscaling is disabled.
 pub fn horizontal_pod_autoscaler(cc: &ChatCluster) -> Option<HorizontalPodAutoscaler> {
@@ -67,7 +96,7 @@ pub fn horizontal_pod_autoscaler(cc: &ChatCluster) -> Option<HorizontalPodAutosc
             min_replicas: Some(scaling.min_replicas),
             max_replicas: scaling.max_replicas,
             metrics: Some(metrics),
-            behavior: None,
+            behavior: Some(behavior()),
         }),
         status: None,
     })
@@ -126,6 +155,18 @@ mod tests {
         let pods = metrics[1].pods.as_ref().unwrap();
         assert_eq!(pods.metric.name, CONNECTIONS_METRIC);
         assert_eq!(pods.target.average_value, Some(Quantity("2000".into())));
+    }
+
+    #[test]
+    fn scale_down_is_stabilized_and_one_pod_at_a_time() {
+        let spec = horizontal_pod_autoscaler(&cluster()).unwrap().spec.unwrap();
+        let down = spec.behavior.unwrap().scale_down.unwrap();
+        assert_eq!(down.stabilization_window_seconds, Some(300));
+        let policy = &down.policies.unwrap()[0];
+        assert_eq!(
+            (policy.type_.as_str(), policy.value, policy.period_seconds),
+            ("Pods", 1, 60)
+        );
     }
 
     #[test]

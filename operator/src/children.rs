@@ -16,7 +16,8 @@ use kube::core::ApiResource;
 use serde::Serialize;
 
 use crate::meta::Names;
-use crate::secrets::Credentials;
+use crate::secrets::{Credentials, POSTGRES_APP_PASSWORD_KEY, REDIS_PASSWORD_KEY};
+use crate::server::ExternalInputs;
 use crate::{autoscaler, disruption_budget, network_policy, postgres, redis, server};
 
 /// One child object, ready for server-side apply.
@@ -68,21 +69,24 @@ impl Optional {
 
 /// Every child the ChatCluster needs, in apply order: the Secret first (pods
 /// reference it), then the backends, then the chat-server and its policies.
-pub fn desired(cc: &ChatCluster, creds: &Credentials) -> Vec<Child> {
+/// `external` holds the External backends' Secret values, for the pod-template hash.
+pub fn desired(cc: &ChatCluster, creds: &Credentials, external: &ExternalInputs) -> Vec<Child> {
     let mut children = Vec::new();
     if !creds.is_empty() {
         children.push(Child::of(&creds.to_secret(cc)));
     }
     if cc.spec.redis.mode == BackendMode::Managed {
         children.push(Child::of(&redis::service(cc)));
-        children.push(Child::of(&redis::stateful_set(cc)));
+        let digest = creds.digest_of(REDIS_PASSWORD_KEY);
+        children.push(Child::of(&redis::stateful_set(cc, &digest)));
     }
     if cc.spec.postgres.mode == BackendMode::Managed {
         children.push(Child::of(&postgres::service(cc)));
-        children.push(Child::of(&postgres::stateful_set(cc)));
+        let digest = creds.digest_of(POSTGRES_APP_PASSWORD_KEY);
+        children.push(Child::of(&postgres::stateful_set(cc, &digest)));
     }
     let config = server::config_map(cc);
-    let hash = server::config_hash(&config, creds, cc);
+    let hash = server::config_hash(&config, creds, cc, external);
     children.push(Child::of(&config));
     children.push(Child::of(&server::deployment(cc, &hash)));
     children.push(Child::of(&server::service(cc)));
@@ -142,7 +146,7 @@ mod tests {
     fn default_cluster_has_the_full_stack() {
         let cc = cluster();
         let (creds, _) = Credentials::resolve(&cc, None);
-        let children = desired(&cc, &creds);
+        let children = desired(&cc, &creds, &ExternalInputs::default());
         assert_eq!(
             kinds(&children),
             vec![
@@ -156,13 +160,20 @@ mod tests {
                 "Service/demo",
                 "HorizontalPodAutoscaler/demo",
                 "PodDisruptionBudget/demo",
+                "NetworkPolicy/demo-backends",
             ]
         );
         for child in &children {
             let meta = &child.object["metadata"];
+            // Under Retain (the default) the Secret outlives the cluster: see secrets.rs.
+            let owner = if child.resource.kind == "Secret" {
+                serde_json::Value::Null
+            } else {
+                "uid-1".into()
+            };
             assert_eq!(
                 meta["ownerReferences"][0]["uid"],
-                "uid-1",
+                owner,
                 "{}",
                 child.describe()
             );
@@ -170,11 +181,7 @@ mod tests {
             assert_eq!(meta["namespace"], "ns");
             assert!(child.object["apiVersion"].is_string() && child.object["kind"].is_string());
         }
-        assert!(
-            unwanted(&cc, &children)
-                .iter()
-                .all(|o| o.resource.kind == "NetworkPolicy")
-        );
+        assert!(unwanted(&cc, &children).is_empty());
     }
 
     #[test]
@@ -190,7 +197,7 @@ mod tests {
         cc.spec.postgres.secret_ref = Some(r);
         cc.spec.network_policy.enabled = true;
         let (creds, _) = Credentials::resolve(&cc, None);
-        let children = desired(&cc, &creds);
+        let children = desired(&cc, &creds, &ExternalInputs::default());
         let described = kinds(&children);
         assert!(
             described

@@ -2,12 +2,17 @@
 //!
 //! Shaped like kube-rs's controller-rs: a free [`reconcile`] and [`error_policy`]
 //! over a shared [`Context`]. One reconcile
-//! 1. checks what cannot be built around (an invalid spec, a missing external Secret),
-//! 2. resolves the generated credentials (kept, never rotated),
+//! 1. checks what cannot be built around (an invalid spec, a missing external
+//!    Secret, a data volume whose password is gone), and stops with a Pending
+//!    status that says what to do;
+//! 2. resolves the generated credentials (kept, never rotated);
 //! 3. server-side-applies every child under one field manager (which also
-//!    repairs drift: an edited or deleted child is restored),
-//! 4. deletes optional children whose switch was turned off,
-//! 5. writes the status read from the applied children.
+//!    repairs drift: an edited or deleted child is restored). A child the API
+//!    server refuses does not stop the others: every failure is collected
+//!    into the Reconciled condition, and the reconcile is retried;
+//! 4. deletes optional children whose switch was turned off;
+//! 5. reads the workloads back and writes the status from what their
+//!    controllers report for the current spec.
 //!
 //! Deletion runs through a finalizer that honours PostgreSQL's retention policy
 //! before the garbage collector cascades over the ownerReferences.
@@ -28,12 +33,15 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -44,7 +52,8 @@ use crate::meta::{
 };
 use crate::metrics::Metrics;
 use crate::secrets::Credentials;
-use crate::server::external_refs;
+use crate::secrets::POSTGRES_PASSWORD_KEY;
+use crate::server::{ExternalInputs, external_refs};
 use crate::status::{self, Observed};
 
 /// Timing knobs; tests shorten them.
@@ -160,40 +169,133 @@ pub async fn ensure_crd_installed(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// Runs the controller until `shutdown` resolves, then lets in-flight
-/// reconciles finish. Every child kind is owned and watched (by the operator's
-/// label), so a deleted or edited child triggers a reconcile that restores it.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
-    let children = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
-    Controller::new(
-        Api::<ChatCluster>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), children.clone())
-    .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
-    .owns(Api::<Service>::all(client.clone()), children.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
-    .owns(Api::<Secret>::all(client.clone()), children.clone())
-    .owns(
-        Api::<HorizontalPodAutoscaler>::all(client.clone()),
-        children.clone(),
-    )
-    .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        children.clone(),
-    )
-    .owns(Api::<NetworkPolicy>::all(client.clone()), children)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => debug!(%object, "reconciled"),
-            Err(error) => debug!(%error, "reconcile did not complete"),
+/// Which namespaces the controller watches and reconciles.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (needs the cluster-wide ClusterRole, k8s/rbac.yaml).
+    #[default]
+    Cluster,
+    /// Only these (a Role per namespace is enough: k8s/namespaced/).
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// Parses `WATCH_NAMESPACES`: a comma-separated list of namespaces, or
+    /// empty for every namespace.
+    pub fn parse(list: &str) -> Result<Self> {
+        let namespaces: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some(bad) = namespaces.iter().find(|n| !is_dns_label(n)) {
+            return Err(Error::Input(format!(
+                "WATCH_NAMESPACES: {bad:?} is not a namespace name (a DNS label: lowercase letters, digits and '-', at most 63 characters)"
+            )));
         }
-    })
-    .await;
+        Ok(if namespaces.is_empty() {
+            Scope::Cluster
+        } else {
+            Scope::Namespaces(namespaces)
+        })
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// An Api over every namespace, or one.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller (one per watched namespace, or one for the cluster)
+/// until `shutdown` is cancelled, then lets in-flight reconciles finish.
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
+    match scope {
+        Scope::Cluster => run_in(ctx, None, shutdown).await,
+        Scope::Namespaces(namespaces) => {
+            futures::future::join_all(
+                namespaces
+                    .into_iter()
+                    .map(|ns| run_in(ctx.clone(), Some(ns), shutdown.clone())),
+            )
+            .await;
+        }
+    }
     info!("controller stopped");
+}
+
+/// One controller over `namespace` (or all). Every child kind is owned and
+/// watched (by the operator's label), so a deleted or edited child triggers a
+/// reconcile that restores it. Every Secret is watched too: an External
+/// backend's Secret is the user's, unlabelled, and a change to it must reach
+/// the clusters that reference it.
+async fn run_in(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let children = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
+    let controller = Controller::new(
+        scoped::<ChatCluster>(&client, ns),
+        watcher::Config::default(),
+    );
+    let clusters = controller.store();
+    controller
+        .owns(scoped::<Deployment>(&client, ns), children.clone())
+        .owns(scoped::<StatefulSet>(&client, ns), children.clone())
+        .owns(scoped::<Service>(&client, ns), children.clone())
+        .owns(scoped::<ConfigMap>(&client, ns), children.clone())
+        .owns(
+            scoped::<HorizontalPodAutoscaler>(&client, ns),
+            children.clone(),
+        )
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), children.clone())
+        .owns(scoped::<NetworkPolicy>(&client, ns), children)
+        .watches(
+            scoped::<Secret>(&client, ns),
+            watcher::Config::default(),
+            move |secret: Secret| referencing(&clusters.state(), &secret),
+        )
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(%object, "reconciled"),
+                Err(error) => debug!(%error, "reconcile did not complete"),
+            }
+        })
+        .await;
+}
+
+/// The ChatClusters a Secret matters to: the one whose generated Secret it
+/// is (by name: under Retain it has no ownerReference), and those whose
+/// External backend reads it.
+fn referencing(clusters: &[Arc<ChatCluster>], secret: &Secret) -> Vec<ObjectRef<ChatCluster>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    clusters
+        .iter()
+        .filter(|cc| cc.namespace() == namespace)
+        .filter(|cc| {
+            Names::of(cc).secret() == name || external_refs(cc).iter().any(|(_, r)| r.name == name)
+        })
+        .map(|cc| ObjectRef::from_obj(cc.as_ref()))
+        .collect()
 }
 
 /// Reconciles one ChatCluster.
@@ -239,44 +341,66 @@ pub fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> A
     Action::requeue(delay)
 }
 
+/// Runs [`reconcile_children`]; a failure it did not already record in the
+/// status (an API error before the children were applied) is recorded as the
+/// Reconciled condition, so `kubectl get cc -o yaml` shows it, not only an Event.
 async fn apply(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
+    let result = reconcile_children(cc, ctx).await;
+    if let Err(error) = &result
+        && !matches!(error, Error::Children(_))
+    {
+        let failed = status::with_reconcile_failure(cc, &[error.to_string()], &now());
+        if let Err(e) = write_status(cc, ctx, failed).await {
+            warn!(error = %e, "could not record the reconcile failure in the status");
+        }
+    }
+    result
+}
+
+/// Stops with a Pending status and a Warning Event.
+async fn hold(
+    cc: &ChatCluster,
+    ctx: &Context,
+    reason: &'static str,
+    message: String,
+) -> Result<()> {
+    ctx.publish(
+        EventType::Warning,
+        reason,
+        "Validate",
+        message.clone(),
+        &cc.object_ref(&()),
+    )
+    .await;
+    write_status(cc, ctx, status::pending(cc, reason, &message, &now())).await
+}
+
+async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     let names = Names::of(cc);
     let reference = cc.object_ref(&());
 
     let problems = cc.spec.problems();
     if !problems.is_empty() {
-        let message = problems.join("; ");
-        ctx.publish(
-            EventType::Warning,
-            "InvalidSpec",
-            "Validate",
-            message.clone(),
-            &reference,
-        )
-        .await;
-        let pending = status::pending(cc, "InvalidSpec", &message, &now());
-        write_status(cc, ctx, pending).await?;
+        hold(cc, ctx, "InvalidSpec", problems.join("; ")).await?;
         return Ok(Action::await_change());
     }
-    if let Some(message) = missing_external_secret(cc, &ctx.client).await? {
-        ctx.publish(
-            EventType::Warning,
-            "SecretNotFound",
-            "Validate",
-            message.clone(),
-            &reference,
-        )
-        .await;
-        let pending = status::pending(cc, "SecretNotFound", &message, &now());
-        write_status(cc, ctx, pending).await?;
-        return Ok(Action::requeue(ctx.settings.pending_requeue));
-    }
+    let external = match external_inputs(cc, &ctx.client).await? {
+        Ok(values) => values,
+        Err(message) => {
+            hold(cc, ctx, "SecretNotFound", message).await?;
+            return Ok(Action::requeue(ctx.settings.pending_requeue));
+        }
+    };
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let existing = secrets
         .get_opt(&names.secret())
         .await
         .map_err(Error::kube("get", format!("Secret/{}", names.secret())))?;
+    if let Some(message) = lost_password(cc, ctx, existing.as_ref()).await? {
+        hold(cc, ctx, "PasswordMissing", message).await?;
+        return Ok(Action::requeue(ctx.settings.pending_requeue));
+    }
     let (creds, generated) = Credentials::resolve(cc, existing.as_ref());
     if !generated.is_empty() {
         info!(secret = names.secret(), keys = ?generated, "generated credentials");
@@ -301,34 +425,42 @@ async fn apply(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         .map_err(Error::kube("get", format!("Deployment/{}", names.server())))?
         .map(|d| pod_template_hash(&d));
 
-    let desired = children::desired(cc, &creds);
-    let mut observed = Observed::default();
+    // Every child is attempted: one the API server refuses must not keep the
+    // others (ConfigMap, Deployment, policies) from following the spec.
+    let desired = children::desired(cc, &creds, &external);
+    let mut failures = Vec::new();
     for child in &desired {
-        let applied = apply_child(&ctx.client, &names.namespace, child).await?;
-        match (child.resource.kind.as_str(), child.name.as_str()) {
-            ("Deployment", _) => observed.server = applied.try_parse::<Deployment>().ok(),
-            ("StatefulSet", name) if name == names.redis() => {
-                observed.redis = applied.try_parse::<StatefulSet>().ok();
-            }
-            ("StatefulSet", name) if name == names.postgres() => {
-                observed.postgres = applied.try_parse::<StatefulSet>().ok();
-            }
-            _ => {}
+        if child.resource.kind == "StatefulSet" && child.name == names.redis() {
+            recreate_on_claim_change(ctx, &names, child, &reference).await?;
+        }
+        if let Err(error) = apply_child(&ctx.client, &names.namespace, child).await {
+            warn!(%error, "could not apply a child");
+            failures.push(error.to_string());
         }
     }
+    if let Err(error) = prune(cc, ctx, &desired, &reference).await {
+        failures.push(error.to_string());
+    }
+
+    // Read back after the applies: the status a workload controller wrote for
+    // the new spec (or has not yet: observedGeneration tells).
+    let observed = observe(cc, ctx, &names).await?;
     let new_hash = observed.server.as_ref().map(pod_template_hash);
     match previous_hash {
-        None => {
+        None if observed.server.is_some() => {
             ctx.publish(
                 EventType::Normal,
                 "Provisioned",
                 "Provision",
-                format!("applied {} child objects", desired.len()),
+                format!(
+                    "applied {} child objects",
+                    desired.len().saturating_sub(failures.len())
+                ),
                 &reference,
             )
             .await;
         }
-        Some(previous) if Some(&previous) != new_hash.as_ref() => {
+        Some(previous) if new_hash.is_some() && Some(&previous) != new_hash.as_ref() => {
             ctx.publish(
                 EventType::Normal,
                 "ConfigChanged",
@@ -338,12 +470,10 @@ async fn apply(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
             )
             .await;
         }
-        Some(_) => {}
+        _ => {}
     }
 
-    prune(cc, ctx, &desired, &reference).await?;
-
-    let computed = status::compute(cc, &observed, &now());
+    let computed = status::compute(cc, &observed, &failures, &now());
     let phase = computed.phase;
     let previous_phase = cc.status.as_ref().and_then(|s| s.phase);
     write_status(cc, ctx, computed).await?;
@@ -359,7 +489,163 @@ async fn apply(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
+    if !failures.is_empty() {
+        return Err(Error::Children(failures));
+    }
     Ok(Action::requeue(ctx.settings.requeue))
+}
+
+/// The workloads as the API server holds them now.
+async fn observe(cc: &ChatCluster, ctx: &Context, names: &Names) -> Result<Observed> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let server = deployments
+        .get_opt(&names.server())
+        .await
+        .map_err(Error::kube("get", format!("Deployment/{}", names.server())))?;
+    let redis = backend(ctx, names, cc.spec.redis.mode, names.redis()).await?;
+    let postgres = backend(ctx, names, cc.spec.postgres.mode, names.postgres()).await?;
+    Ok(Observed {
+        server,
+        redis,
+        postgres,
+    })
+}
+
+/// A managed backend's StatefulSet (None for an External one).
+async fn backend(
+    ctx: &Context,
+    names: &Names,
+    mode: BackendMode,
+    name: String,
+) -> Result<Option<StatefulSet>> {
+    if mode != BackendMode::Managed {
+        return Ok(None);
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    statefulsets
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("get", format!("StatefulSet/{name}")))
+}
+
+/// Why the PostgreSQL password cannot be generated, if it cannot: the Secret
+/// lacks it but the data volume exists. PostgreSQL set its password when that
+/// volume was initialised; a new one would lock everyone out of the data.
+async fn lost_password(
+    cc: &ChatCluster,
+    ctx: &Context,
+    secret: Option<&Secret>,
+) -> Result<Option<String>> {
+    let has_password = secret.is_some_and(|s| secret_value(s, POSTGRES_PASSWORD_KEY).is_some());
+    if cc.spec.postgres.mode != BackendMode::Managed || has_password {
+        return Ok(None);
+    }
+    let names = Names::of(cc);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let claim = names.postgres_claim();
+    let exists = claims
+        .get_opt(&claim)
+        .await
+        .map_err(Error::kube("get", format!("PersistentVolumeClaim/{claim}")))?
+        .is_some();
+    Ok(exists.then(|| {
+        format!(
+            "Secret {secret} has no {POSTGRES_PASSWORD_KEY}, but PostgreSQL's data volume {claim} exists, and its password was fixed when that volume was initialised: the operator will not generate a new one. Restore the Secret {secret} with the original {POSTGRES_PASSWORD_KEY} (from a backup), or, to start over with an empty database, delete the claim {claim}",
+            secret = names.secret(),
+        )
+    }))
+}
+
+/// The Redis StatefulSet's volumeClaimTemplates are immutable, so switching
+/// persistence on or off, or resizing it, cannot be applied in place. Redis
+/// holds only derived state (counters, presence; PostgreSQL has the
+/// history), so the StatefulSet is deleted and created again with the new claims.
+async fn recreate_on_claim_change(
+    ctx: &Context,
+    names: &Names,
+    desired: &Child,
+    reference: &ObjectReference,
+) -> Result<()> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let Some(live) = statefulsets
+        .get_opt(&desired.name)
+        .await
+        .map_err(Error::kube("get", desired.describe()))?
+    else {
+        return Ok(());
+    };
+    let wanted: StatefulSet = serde_json::from_value(desired.object.clone()).unwrap_or_default();
+    if claims_of(&live) == claims_of(&wanted) {
+        return Ok(());
+    }
+    match statefulsets
+        .delete(&desired.name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(e) => return Err(Error::kube("delete", desired.describe())(e)),
+    }
+    ctx.publish(
+        EventType::Normal,
+        "RedisRecreated",
+        "Reconcile",
+        format!(
+            "redis.persistence changed; recreated {} (its claim template cannot change in place)",
+            desired.describe()
+        ),
+        reference,
+    )
+    .await;
+    Ok(())
+}
+
+/// What of a StatefulSet's claim templates matters: name, size (in bytes:
+/// the API server may print `1024Mi` as `1Gi`), class.
+fn claims_of(sts: &StatefulSet) -> Vec<(String, Option<u128>, Option<String>)> {
+    sts.spec
+        .iter()
+        .flat_map(|s| s.volume_claim_templates.iter().flatten())
+        .map(|claim| {
+            let spec = claim.spec.as_ref();
+            let size = spec
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .and_then(|q| quantity_bytes(&q.0));
+            let class = spec.and_then(|s| s.storage_class_name.clone());
+            (claim.metadata.name.clone().unwrap_or_default(), size, class)
+        })
+        .collect()
+}
+
+/// A storage quantity in bytes, for the forms the CRD admits (an integer or
+/// decimal with an optional binary or decimal suffix); None otherwise.
+fn quantity_bytes(quantity: &str) -> Option<u128> {
+    let split = quantity
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+    digits.checked_mul(multiplier).map(|b| b / scale)
 }
 
 fn pod_template_hash(deployment: &Deployment) -> String {
@@ -429,36 +715,49 @@ async fn prune(
     Ok(())
 }
 
-/// Returns why an External backend's Secret is unusable, if it is.
-async fn missing_external_secret(cc: &ChatCluster, client: &Client) -> Result<Option<String>> {
+/// The values of the External backends' Secret keys, by backend, for the
+/// pod-template hash (a rotated URL rolls the pods); or, as the inner error,
+/// why one is unusable.
+async fn external_inputs(
+    cc: &ChatCluster,
+    client: &Client,
+) -> Result<std::result::Result<ExternalInputs, String>> {
     let namespace = cc.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut inputs = ExternalInputs::default();
     for (backend, reference) in external_refs(cc) {
         let secret = secrets
             .get_opt(&reference.name)
             .await
             .map_err(Error::kube("get", format!("Secret/{}", reference.name)))?;
-        let problem = match secret {
-            None => "not found",
-            Some(s) if !has_key(&s, &reference.key) => "has no such key",
-            Some(_) => continue,
+        let value = secret
+            .as_ref()
+            .and_then(|s| secret_value(s, &reference.key));
+        let problem = match (&secret, value) {
+            (None, _) => "not found",
+            (Some(_), None) => "has no such key",
+            (Some(_), Some(value)) => {
+                inputs.insert(backend, value);
+                continue;
+            }
         };
         let message = Error::MissingSecret {
             backend,
             secret: format!("{}/{}", reference.name, reference.key),
             reason: problem.into(),
         };
-        return Ok(Some(message.to_string()));
+        return Ok(Err(message.to_string()));
     }
-    Ok(None)
+    Ok(Ok(inputs))
 }
 
-fn has_key(secret: &Secret, key: &str) -> bool {
-    secret.data.as_ref().is_some_and(|d| d.contains_key(key))
-        || secret
-            .string_data
-            .as_ref()
-            .is_some_and(|d| d.contains_key(key))
+/// A Secret's value under `key` (the API server has merged any `stringData` into `data`).
+fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.clone())
 }
 
 /// Writes the status subresource, skipping the write when nothing changed so a
@@ -486,13 +785,16 @@ async fn write_status(cc: &ChatCluster, ctx: &Context, status: ChatClusterStatus
 /// Runs the retention policy before the ChatCluster goes away. Children are
 /// left to the garbage collector (ownerReferences); what is decided here is
 /// the fate of PostgreSQL's data claims, which nothing owns. (Redis's claim,
-/// with persistence on, goes with its StatefulSet: see `redis.rs`.)
+/// with persistence on, goes with its StatefulSet: see `redis.rs`.) The
+/// claims are looked up whatever the current mode: a cluster switched from
+/// Managed to External still has the claims its managed PostgreSQL left.
+///
+/// The Secret with the PostgreSQL password is owned by the ChatCluster only
+/// under Delete (see `secrets.rs`): under Retain nothing the garbage collector
+/// does, foreground deletion included, can take the password of kept data.
 async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     let names = Names::of(cc);
     let reference = cc.object_ref(&());
-    if cc.spec.postgres.mode == BackendMode::External {
-        return Ok(Action::await_change());
-    }
     match cc.spec.postgres.storage.retention_policy {
         RetentionPolicy::Delete => {
             // The StatefulSet goes first: while it exists, a replacement pod
@@ -550,19 +852,6 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
             .await;
         }
         RetentionPolicy::Retain => {
-            // The retained data needs its password: detach the Secret from the
-            // ChatCluster (re-apply it without the ownerReference) so the garbage
-            // collector keeps it, and a recreated cluster of the same name adopts both.
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
-            let existing = secrets
-                .get_opt(&names.secret())
-                .await
-                .map_err(Error::kube("get", format!("Secret/{}", names.secret())))?;
-            if let Some(existing) = existing {
-                let mut kept = Credentials::from_secret(&existing).to_secret(cc);
-                kept.metadata.owner_references = None;
-                apply_child(&ctx.client, &names.namespace, &Child::of(&kept)).await?;
-            }
             info!(
                 cluster = names.cluster,
                 "retention policy Retain: claims and Secret kept"
@@ -581,4 +870,35 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         }
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_quantities_compare_by_size() {
+        assert_eq!(quantity_bytes("1Gi"), quantity_bytes("1024Mi"));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(1_610_612_736));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(quantity_bytes("512"), Some(512));
+        assert_ne!(quantity_bytes("1Gi"), quantity_bytes("1G"));
+        assert_eq!(quantity_bytes("1Xi"), None);
+        assert_eq!(quantity_bytes("Gi"), None);
+    }
+
+    #[test]
+    fn watch_namespaces_parse_or_explain() {
+        assert_eq!(Scope::parse("").unwrap(), Scope::Cluster);
+        assert_eq!(Scope::parse(" , ").unwrap(), Scope::Cluster);
+        assert_eq!(
+            Scope::parse("chat-a, chat-b").unwrap(),
+            Scope::Namespaces(vec!["chat-a".into(), "chat-b".into()])
+        );
+        let error = Scope::parse("chat-a,Bad_NS").unwrap_err().to_string();
+        assert!(
+            error.contains("\"Bad_NS\" is not a namespace name"),
+            "{error}"
+        );
+    }
 }

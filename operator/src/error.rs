@@ -20,6 +20,11 @@ pub enum Error {
     #[error("invalid ChatCluster {name}: {}", problems.join("; "))]
     InvalidSpec { name: String, problems: Vec<String> },
 
+    /// Some children could not be applied (or pruned); the others were. The
+    /// messages are also in the status's Reconciled condition.
+    #[error("{} child object(s) failed: {}", .0.len(), .0.join("; "))]
+    Children(Vec<String>),
+
     /// A Secret referenced by an External backend is missing or lacks its key.
     #[error("{backend} secret {secret}: {reason}")]
     MissingSecret {
@@ -38,6 +43,10 @@ pub enum Error {
     )]
     CrdNotInstalled(String),
 
+    /// Leader election could not start or run.
+    #[error("leader election: {0}")]
+    Election(String),
+
     /// `operator render` could not read or parse its input.
     #[error("{0}")]
     Input(String),
@@ -47,7 +56,7 @@ impl Error {
     /// A bounded label for the `errors by reason` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "kube",
+            Error::Kube { .. } | Error::Children(_) => "kube",
             Error::InvalidSpec { .. } => "invalid_spec",
             Error::MissingSecret { .. } => "missing_secret",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -57,6 +66,7 @@ impl Error {
             },
             Error::CrdNotInstalled(_) => "crd_not_installed",
             Error::Input(_) => "input",
+            Error::Election(_) => "election",
         }
     }
 

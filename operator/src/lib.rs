@@ -4,6 +4,7 @@
 //! per kind of child) are pure functions of the ChatCluster, which makes them
 //! unit-testable and shared by `operator render` and the controller.
 
+pub mod app_role;
 pub mod autoscaler;
 pub mod backend;
 pub mod backoff;
@@ -12,6 +13,7 @@ pub mod controller;
 pub mod disruption_budget;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod meta;
 pub mod metrics;
 pub mod network_policy;

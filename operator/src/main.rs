@@ -2,18 +2,21 @@
 //!
 //! - `operator run`: the controller, with its HTTP endpoints;
 //! - `operator crd`: prints the ChatCluster CustomResourceDefinition;
-//! - `operator render -f FILE`: prints every child object of the ChatClusters in FILE.
+//! - `operator render -f FILE [--show-secrets]`: prints the child objects of the
+//!   ChatClusters in FILE (the generated Secret only with `--show-secrets`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use operator::controller::{self, Context, Settings};
+use operator::controller::{self, Context, Scope, Settings};
 use operator::http::{HttpState, router};
+use operator::leader::{self, Election, Outcome};
 use operator::metrics::Metrics;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +40,10 @@ enum Command {
         /// A YAML file with one or more ChatCluster documents (`-` reads stdin).
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Also print the generated Secret, with freshly generated credentials
+        /// (by default it is left out: applying new values would overwrite live ones).
+        #[arg(long)]
+        show_secrets: bool,
     },
 }
 
@@ -45,9 +52,29 @@ struct RunArgs {
     /// Address of the operator's own HTTP server (/healthz, /readyz, /metrics).
     #[arg(long, env = "OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// This replica's name in Events (the pod name, from the downward API).
+    /// This replica's name in Events and its leader-election identity (the pod
+    /// name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Comma-separated namespaces to watch; empty watches every namespace
+    /// (which needs the cluster-wide RBAC of k8s/rbac.yaml).
+    #[arg(long, env = "WATCH_NAMESPACES", default_value = "")]
+    watch_namespaces: String,
+    /// Run as one of several replicas: only the holder of the Lease reconciles.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// The namespace of the Lease (the operator's own, from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "chat-app")]
+    lease_namespace: String,
+    /// The Lease's name.
+    #[arg(long, env = "LEASE_NAME", default_value = "chatback-operator")]
+    lease_name: String,
+    /// Seconds a lease stays valid without renewal (the longest takeover after a crash).
+    #[arg(long, env = "LEASE_DURATION_SECS", default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// Seconds before expiry at which the leader renews.
+    #[arg(long, env = "LEASE_GRACE_SECS", default_value_t = 5)]
+    lease_grace_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -62,7 +89,7 @@ fn main() -> ExitCode {
             print!("{}", crds::crd_yaml());
             Ok(())
         }
-        Command::Render { file } => render(&file),
+        Command::Render { file, show_secrets } => render(&file, show_secrets),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +114,7 @@ fn init_tracing() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing();
+    let scope = Scope::parse(&args.watch_namespaces)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
@@ -112,14 +140,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .into_future(),
     );
 
-    let ctx = Context::new(client, metrics, Settings::default(), args.instance);
+    let ctx = Context::new(
+        client.clone(),
+        metrics,
+        Settings::default(),
+        args.instance.clone(),
+    );
     ready.store(true, Ordering::Relaxed);
-    info!("controller running");
-    controller::run(ctx, shutdown.clone().cancelled_owned()).await;
+    info!(?scope, "controller running");
+    let outcome = if args.leader_elect {
+        let election = Election {
+            namespace: args.lease_namespace,
+            lease: args.lease_name,
+            identity: args.instance.unwrap_or_default(),
+            duration: Duration::from_secs(args.lease_duration_secs),
+            grace: Duration::from_secs(args.lease_grace_secs),
+        };
+        leader::lead(client, &election, shutdown.clone(), |stop| {
+            controller::run(ctx, scope, stop)
+        })
+        .await
+    } else {
+        controller::run(ctx, scope, shutdown.clone()).await;
+        Ok(Outcome::Shutdown)
+    };
     ready.store(false, Ordering::Relaxed);
     shutdown.cancel();
     http.await.context("HTTP server task")??;
-    info!("stopped");
+    match outcome? {
+        Outcome::Shutdown => info!("stopped"),
+        Outcome::Lost => anyhow::bail!(
+            "lost the leader lease to another replica; exiting, to restart as a standby"
+        ),
+    }
     Ok(())
 }
 
@@ -147,13 +200,16 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn render(file: &PathBuf) -> anyhow::Result<()> {
+fn render(file: &PathBuf, show_secrets: bool) -> anyhow::Result<()> {
     let source = file.display().to_string();
     let input = if source == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{source}: {e}"))?
     };
-    print!("{}", operator::render::render(&input, &source)?);
+    print!(
+        "{}",
+        operator::render::render(&input, &source, show_secrets)?
+    );
     Ok(())
 }

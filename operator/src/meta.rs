@@ -86,6 +86,10 @@ impl Names {
     pub fn postgres(&self) -> String {
         format!("{}-postgres", self.cluster)
     }
+    /// The data claim of the managed PostgreSQL's pod (template `data`, ordinal 0).
+    pub fn postgres_claim(&self) -> String {
+        format!("data-{}-0", self.postgres())
+    }
     pub fn network_policy(&self) -> String {
         format!("{}-backends", self.cluster)
     }

@@ -92,6 +92,22 @@ pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// The (Secret name, key) an env var reads, for the builders' unit tests.
+#[cfg(test)]
+pub(crate) fn secret_source(env: &[EnvVar], var: &str) -> (String, String) {
+    let found = env
+        .iter()
+        .find(|e| e.name == var)
+        .unwrap_or_else(|| panic!("no env var {var}"));
+    assert!(found.value.is_none(), "{var} must come from a Secret");
+    let reference = found
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .unwrap_or_else(|| panic!("{var} has no secretKeyRef"));
+    (reference.name.clone(), reference.key.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,25 +1,31 @@
 //! The managed PostgreSQL: a one-replica StatefulSet with a volumeClaimTemplate,
-//! and its headless Service.
+//! and its headless Service. A postStart hook keeps the chat-server's
+//! non-superuser role (see `app_role.rs`).
 //!
 //! The claims the StatefulSet controller creates are *not* owned by the
 //! ChatCluster (ownership would delete the chat history with it). What happens
 //! to them on deletion is the cluster's retention policy, run by the finalizer
 //! in `controller::cleanup`. They carry the component labels so it can find them.
 
+use std::collections::BTreeMap;
+
 use crds::ChatCluster;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, PodSpec, PodTemplateSpec,
-    Probe, Service, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, Probe, Service, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
+use crate::app_role::{APP_USER, SCRIPT};
 use crate::backend::{DATA_VOLUME, claim_template, headless_service};
-use crate::meta::{Component, Names, child_meta};
+use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
 use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
-use crate::secrets::{POSTGRES_DB, POSTGRES_PASSWORD_KEY, POSTGRES_PORT, POSTGRES_USER};
+use crate::secrets::{
+    POSTGRES_APP_PASSWORD_KEY, POSTGRES_DB, POSTGRES_PASSWORD_KEY, POSTGRES_PORT, POSTGRES_USER,
+};
 
 /// The uid of the `postgres` user in the official alpine images.
 const POSTGRES_UID: i64 = 70;
@@ -36,7 +42,10 @@ pub fn service(cc: &ChatCluster) -> Service {
     )
 }
 
-pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
+/// The PostgreSQL StatefulSet; `app_password_digest` is the digest of the
+/// chat-server role's password (a pod-template annotation: a new password
+/// restarts the pod, whose postStart hook then sets it).
+pub fn stateful_set(cc: &ChatCluster, app_password_digest: &str) -> StatefulSet {
     let names = Names::of(cc);
     let spec = &cc.spec.postgres;
     let env = |name: &str, value: &str| EnvVar {
@@ -81,7 +90,18 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
             env("POSTGRES_DB", POSTGRES_DB),
             env("PGDATA", &format!("{DATA_MOUNT}/pgdata")),
             secret_env("POSTGRES_PASSWORD", &names.secret(), POSTGRES_PASSWORD_KEY),
+            env("APP_USER", APP_USER),
+            secret_env("APP_PASSWORD", &names.secret(), POSTGRES_APP_PASSWORD_KEY),
         ]),
+        lifecycle: Some(Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["/bin/sh".into(), "-c".into(), SCRIPT.into()]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".into()),
             container_port: POSTGRES_PORT,
@@ -119,6 +139,10 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(names.labels(Component::Postgres)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        app_password_digest.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -145,6 +169,7 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::secret_source;
 
     fn cluster() -> ChatCluster {
         crate::meta::test_cluster()
@@ -155,7 +180,7 @@ mod tests {
         let mut cc = cluster();
         cc.spec.postgres.storage.size = "20Gi".into();
         cc.spec.postgres.storage.storage_class_name = Some("fast".into());
-        let spec = stateful_set(&cc).spec.unwrap();
+        let spec = stateful_set(&cc, "d1").spec.unwrap();
         let claim = &spec.volume_claim_templates.unwrap()[0];
         let claim_spec = claim.spec.as_ref().unwrap();
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
@@ -167,26 +192,35 @@ mod tests {
 
     #[test]
     fn password_comes_from_the_secret() {
-        let spec = stateful_set(&cluster()).spec.unwrap();
+        let spec = stateful_set(&cluster(), "d1").spec.unwrap();
         let container = &spec.template.spec.unwrap().containers[0];
-        let password = container
-            .env
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|e| e.name == "POSTGRES_PASSWORD")
-            .unwrap();
-        assert!(password.value.is_none());
-        let selector = password
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!(selector.name, "demo-secrets");
-        assert_eq!(selector.key, POSTGRES_PASSWORD_KEY);
+        assert_eq!(
+            secret_source(container.env.as_ref().unwrap(), "POSTGRES_PASSWORD"),
+            ("demo-secrets".into(), POSTGRES_PASSWORD_KEY.into())
+        );
         assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    }
+
+    #[test]
+    fn a_post_start_hook_keeps_the_application_role() {
+        let spec = stateful_set(&cluster(), "d1").spec.unwrap();
+        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "d1");
+        let container = &spec.template.spec.unwrap().containers[0];
+        let hook = container
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .post_start
+            .as_ref()
+            .unwrap();
+        let command = hook.exec.as_ref().unwrap().command.as_ref().unwrap();
+        assert_eq!(command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+        assert_eq!(command[2], SCRIPT);
+        assert_eq!(
+            secret_source(container.env.as_ref().unwrap(), "APP_PASSWORD"),
+            ("demo-secrets".into(), POSTGRES_APP_PASSWORD_KEY.into())
+        );
     }
 
     #[test]

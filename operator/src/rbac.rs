@@ -1,11 +1,17 @@
 //! The Kubernetes permissions the operator needs: every API call it makes, and
 //! nothing more.
 //!
-//! This list is the contract between the code and the install manifests: the
-//! tests check that the controller, run against the fake API server, makes no
-//! call outside it and uses every entry, and that `k8s/rbac.yaml` grants exactly
-//! this. Server-side apply of an object that does not exist yet is authorized
-//! as `create` as well as `patch`, so every applied kind needs both.
+//! These lists are the contract between the code and the install manifests:
+//! the tests check that the controller, run against the fake API server, makes
+//! no call outside them and uses every entry, and that the manifests grant
+//! exactly this. Server-side apply of an object that does not exist yet is
+//! authorized as `create` as well as `patch`, so every applied kind needs both.
+//!
+//! - [`CLUSTER_RULES`]: cluster-scoped objects, always a ClusterRole;
+//! - [`NAMESPACED_RULES`]: what it does in a watched namespace: a ClusterRole
+//!   for the cluster-wide install (k8s/rbac.yaml), a Role per namespace for the
+//!   namespace-scoped one (k8s/namespaced/rbac.yaml);
+//! - [`LEASE_RULES`]: leader election, a Role in the operator's own namespace.
 
 /// One rule: an API group, a resource (or `resource/subresource`), and verbs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,14 +25,22 @@ const APPLIED_AND_OWNED: &[&str] = &["list", "watch", "create", "patch"];
 const APPLIED_OWNED_READ: &[&str] = &["get", "list", "watch", "create", "patch"];
 const APPLIED_OWNED_PRUNED: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 
-/// The operator's rules, cluster-wide (it watches ChatClusters in every namespace).
-pub const RULES: &[Rule] = &[
-    // Startup check that the CRD is installed.
-    Rule {
-        group: "apiextensions.k8s.io",
-        resource: "customresourcedefinitions",
-        verbs: &["get"],
-    },
+/// Cluster-scoped: the startup check that the CRD is installed.
+pub const CLUSTER_RULES: &[Rule] = &[Rule {
+    group: "apiextensions.k8s.io",
+    resource: "customresourcedefinitions",
+    verbs: &["get"],
+}];
+
+/// Leader election (`leader.rs`): read, create and renew the Lease.
+pub const LEASE_RULES: &[Rule] = &[Rule {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    verbs: &["get", "create", "patch"],
+}];
+
+/// Everything the controller does in a namespace it watches.
+pub const NAMESPACED_RULES: &[Rule] = &[
     // The watched resource; patch adds and removes the retention finalizer.
     Rule {
         group: "chatback.dev",
@@ -82,11 +96,12 @@ pub const RULES: &[Rule] = &[
         resource: "networkpolicies",
         verbs: APPLIED_OWNED_PRUNED,
     },
-    // The retention policy Delete removes the data claims.
+    // get: a missing PostgreSQL password is never regenerated over an
+    // existing data claim. The retention policy Delete removes the claims.
     Rule {
         group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["list", "delete"],
+        verbs: &["get", "list", "delete"],
     },
     // Events (kube::runtime::events creates them, then patches a repeated one).
     Rule {
@@ -96,11 +111,19 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-/// Whether the rules allow `verb` on `group`/`resource`.
-pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
-    RULES
-        .iter()
-        .any(|r| r.group == group && r.resource == resource && r.verbs.contains(&verb))
+/// The controller's rules: [`CLUSTER_RULES`] and [`NAMESPACED_RULES`].
+pub fn rules() -> impl Iterator<Item = &'static Rule> {
+    CLUSTER_RULES.iter().chain(NAMESPACED_RULES)
+}
+
+/// Whether `rules` allow `verb` on `group`/`resource`.
+pub fn allows<'a>(
+    mut rules: impl Iterator<Item = &'a Rule>,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> bool {
+    rules.any(|r| r.group == group && r.resource == resource && r.verbs.contains(&verb))
 }
 
 #[cfg(test)]
@@ -109,8 +132,9 @@ mod tests {
 
     #[test]
     fn rules_are_unique_per_resource() {
-        for (i, a) in RULES.iter().enumerate() {
-            for b in &RULES[i + 1..] {
+        let all: Vec<&Rule> = rules().chain(LEASE_RULES).collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
                 assert!(
                     !(a.group == b.group && a.resource == b.resource),
                     "{a:?} twice"
@@ -121,12 +145,10 @@ mod tests {
 
     #[test]
     fn applied_kinds_can_be_created_and_patched() {
+        let allowed = |resource, verb| allows(rules(), "", resource, verb);
         for resource in ["secrets", "configmaps", "services"] {
-            assert!(allows("", resource, "create") && allows("", resource, "patch"));
+            assert!(allowed(resource, "create") && allowed(resource, "patch"));
         }
-        assert!(
-            !allows("", "secrets", "delete"),
-            "the Secret is never deleted"
-        );
+        assert!(!allowed("secrets", "delete"), "the Secret is never deleted");
     }
 }

@@ -6,6 +6,15 @@
 //! PostgreSQL's retention policy: Redis only holds counters and presence, which
 //! PostgreSQL's sequence numbers and the presence TTL rebuild. Without
 //! persistence, the data lives in an emptyDir.
+//!
+//! Redis requires a password (`requirepass`), generated into the cluster's
+//! Secret: any pod that can reach it would otherwise read presence and publish
+//! into every room. It reaches redis-server and the probes' redis-cli as
+//! `REDISCLI_AUTH` (which redis-cli reads itself), and the chat-server as the
+//! password in its `REDIS_URL`. The pod template carries a digest of it, so a
+//! changed password restarts Redis.
+
+use std::collections::BTreeMap;
 
 use crds::ChatCluster;
 use k8s_openapi::api::apps::v1::{
@@ -18,31 +27,36 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::backend::{DATA_VOLUME, claim_template, headless_service};
-use crate::meta::{Component, Names, child_meta};
-use crate::pod::{container_security_context, pod_security_context, resources_or};
+use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
+use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
+use crate::secrets::REDIS_PASSWORD_KEY;
 
 pub const REDIS_PORT: i32 = 6379;
 /// The uid of the `redis` user in the official images.
 const REDIS_UID: i64 = 999;
-
-/// `redis://<name>-redis.<ns>.svc:6379`, the managed Redis URL.
-pub fn url(names: &Names) -> String {
-    format!("redis://{}:{REDIS_PORT}", names.host(&names.redis()))
-}
 
 pub fn service(cc: &ChatCluster) -> Service {
     let names = Names::of(cc);
     headless_service(cc, names.redis(), Component::Redis, "redis", REDIS_PORT)
 }
 
-pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
+/// The Redis StatefulSet; `password_digest` is [`Credentials::digest_of`] the
+/// Redis password (a pod-template annotation).
+///
+/// [`Credentials::digest_of`]: crate::secrets::Credentials::digest_of
+pub fn stateful_set(cc: &ChatCluster, password_digest: &str) -> StatefulSet {
     let names = Names::of(cc);
     let spec = &cc.spec.redis;
     let persistent = spec.persistence.enabled;
     // One argument per directive: redis-server joins its argv into config lines,
     // and a bare `yes` list item would read as a boolean to YAML 1.1 tools
     // (kubectl, PyYAML) when the object is rendered.
-    let mut args = vec![format!("--port {REDIS_PORT}"), "--dir /data".to_string()];
+    // Kubernetes expands $(REDISCLI_AUTH) from the container's env.
+    let mut args = vec![
+        format!("--port {REDIS_PORT}"),
+        "--dir /data".to_string(),
+        "--requirepass $(REDISCLI_AUTH)".to_string(),
+    ];
     if persistent {
         args.push("--appendonly yes".into());
     } else {
@@ -63,6 +77,11 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
         image: Some(spec.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(args),
+        env: Some(vec![secret_env(
+            "REDISCLI_AUTH",
+            &names.secret(),
+            REDIS_PASSWORD_KEY,
+        )]),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
             container_port: REDIS_PORT,
@@ -110,6 +129,10 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(names.labels(Component::Redis)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        password_digest.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -138,6 +161,7 @@ pub fn stateful_set(cc: &ChatCluster) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::secret_source;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn cluster() -> ChatCluster {
@@ -146,7 +170,7 @@ mod tests {
 
     #[test]
     fn ephemeral_by_default() {
-        let sts = stateful_set(&cluster());
+        let sts = stateful_set(&cluster(), "d1");
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert!(spec.volume_claim_templates.is_none());
@@ -157,11 +181,31 @@ mod tests {
     }
 
     #[test]
+    fn redis_requires_the_password_from_the_secret() {
+        let spec = stateful_set(&cluster(), "d1").spec.unwrap();
+        let template = spec.template;
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "d1");
+        let container = &template.spec.unwrap().containers[0];
+        assert!(
+            container
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--requirepass $(REDISCLI_AUTH)".to_string())
+        );
+        assert_eq!(
+            secret_source(container.env.as_ref().unwrap(), "REDISCLI_AUTH"),
+            ("demo-secrets".into(), REDIS_PASSWORD_KEY.into())
+        );
+    }
+
+    #[test]
     fn persistence_adds_a_claim_template() {
         let mut cc = cluster();
         cc.spec.redis.persistence.enabled = true;
         cc.spec.redis.persistence.size = "5Gi".into();
-        let spec = stateful_set(&cc).spec.unwrap();
+        let spec = stateful_set(&cc, "d1").spec.unwrap();
         let retention = spec
             .persistent_volume_claim_retention_policy
             .clone()
@@ -193,9 +237,5 @@ mod tests {
         assert_eq!(svc.metadata.name.as_deref(), Some("demo-redis"));
         let selector = svc.spec.unwrap().selector.unwrap();
         assert_eq!(selector["app.kubernetes.io/component"], "redis");
-        assert_eq!(
-            url(&Names::of(&cluster())),
-            "redis://demo-redis.ns.svc:6379"
-        );
     }
 }

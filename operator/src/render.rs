@@ -3,10 +3,15 @@
 //!
 //! This is the same [`children::desired`] the controller applies, so a GitOps
 //! pipeline or a reviewer sees exactly what the operator would create. Two
-//! differences follow from having no cluster: the Secret gets freshly generated
-//! values (as `kubectl create secret --dry-run` would), and ownerReferences are
-//! left out unless the input carries a `metadata.uid`, because a reference to a
-//! non-existent owner would make the garbage collector delete the objects.
+//! differences follow from having no cluster. The generated Secret is left out
+//! (a comment says where it would be), and the pod-template hash is computed
+//! without its values: output that holds no credential and is the same on
+//! every run, and that, applied, cannot overwrite a live cluster's
+//! credentials. `--show-secrets` prints the Secret with freshly generated
+//! values instead (as `kubectl create secret --dry-run` would). And
+//! ownerReferences are left out unless the input carries a `metadata.uid`,
+//! because a reference to a non-existent owner would make the garbage
+//! collector delete the objects.
 
 use std::fmt::Write as _;
 
@@ -17,10 +22,12 @@ use serde::Deserialize;
 use crate::children::desired;
 use crate::error::{Error, Result};
 use crate::secrets::Credentials;
+use crate::server::ExternalInputs;
 
 /// Parses every ChatCluster document in `input` (other kinds are an error, so a
-/// wrong file is noticed) and renders their children.
-pub fn render(input: &str, source: &str) -> Result<String> {
+/// wrong file is noticed) and renders their children; the Secret only when
+/// `show_secrets` is set.
+pub fn render(input: &str, source: &str, show_secrets: bool) -> Result<String> {
     let clusters = parse(input, source)?;
     let mut out = String::new();
     for cc in &clusters {
@@ -31,8 +38,20 @@ pub fn render(input: &str, source: &str) -> Result<String> {
                 problems,
             });
         }
-        let (creds, _) = Credentials::resolve(cc, None);
-        for child in desired(cc, &creds) {
+        let creds = if show_secrets {
+            Credentials::resolve(cc, None).0
+        } else {
+            Credentials::redacted(cc)
+        };
+        for child in desired(cc, &creds, &ExternalInputs::default()) {
+            if child.resource.kind == "Secret" && !show_secrets {
+                let _ = writeln!(
+                    out,
+                    "# {} is not printed: the operator generates its values in the cluster (--show-secrets prints new ones)",
+                    child.describe()
+                );
+                continue;
+            }
             let yaml = serde_yaml::to_string(&child.object)
                 .map_err(|e| Error::Input(format!("{}: {e}", child.describe())))?;
             let _ = write!(out, "---\n{yaml}");
@@ -86,12 +105,27 @@ mod tests {
         "apiVersion: chatback.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: demo\nspec: {}\n";
 
     #[test]
+    fn render_prints_no_secret_unless_asked_and_is_deterministic() {
+        let first = render(MINIMAL, "t.yaml", false).unwrap();
+        assert_eq!(first, render(MINIMAL, "t.yaml", false).unwrap());
+        assert!(!first.contains("kind: Secret"), "{first}");
+        assert!(first.contains("# Secret/demo-secrets is not printed"));
+        let shown = render(MINIMAL, "t.yaml", true).unwrap();
+        assert!(shown.contains("kind: Secret") && shown.contains("postgres-password"));
+        assert_ne!(
+            shown,
+            render(MINIMAL, "t.yaml", true).unwrap(),
+            "fresh values"
+        );
+    }
+
+    #[test]
     fn minimal_cluster_renders_every_child() {
-        let out = render(MINIMAL, "t.yaml").unwrap();
+        let out = render(MINIMAL, "t.yaml", true).unwrap();
         let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&out)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(docs.len(), 10);
+        assert_eq!(docs.len(), 11);
         for doc in &docs {
             assert_eq!(doc["metadata"]["namespace"].as_str(), Some("default"));
             assert!(doc["metadata"].get("ownerReferences").is_none());
@@ -100,7 +134,12 @@ mod tests {
 
     #[test]
     fn wrong_kind_is_a_clear_error() {
-        let err = render("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n", "p.yaml").unwrap_err();
+        let err = render(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n",
+            "p.yaml",
+            false,
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("expected apiVersion chatback.dev/v1alpha1"),
@@ -113,22 +152,22 @@ mod tests {
         let input = format!(
             "{MINIMAL}---\napiVersion: chatback.dev/v1alpha1\nkind: ChatCluster\nmetadata: {{name: bad}}\nspec: {{autoscaling: {{minReplicas: 5, maxReplicas: 2}}}}\n"
         );
-        let err = render(&input, "t.yaml").unwrap_err();
+        let err = render(&input, "t.yaml", false).unwrap_err();
         assert!(err.to_string().contains("minReplicas"), "{err}");
     }
 
     #[test]
     fn garbage_and_empty_inputs_are_errors() {
         assert!(
-            render("", "e.yaml")
+            render("", "e.yaml", false)
                 .unwrap_err()
                 .to_string()
                 .contains("no ChatCluster")
         );
-        assert!(render("spec: [", "g.yaml").is_err());
+        assert!(render("spec: [", "g.yaml", false).is_err());
         let typo = "apiVersion: chatback.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: x}\nspec: {server: {replicas: many}}\n";
         assert!(
-            render(typo, "t.yaml")
+            render(typo, "t.yaml", false)
                 .unwrap_err()
                 .to_string()
                 .contains("t.yaml")

@@ -1,4 +1,5 @@
-//! The cluster's generated credentials: the PostgreSQL password and the JWT key.
+//! The cluster's generated credentials: the PostgreSQL and Redis passwords and
+//! the JWT key, and the URLs derived from the passwords.
 //!
 //! Values are generated once and never rotated: PostgreSQL stores its password in
 //! the data volume on first start, and every issued JWT is signed with the key, so
@@ -8,26 +9,42 @@
 //!
 //! The values are wrapped so that `Debug` never prints them; they reach the API
 //! server only inside the Secret object.
+//!
+//! The Secret is owned by the ChatCluster only when PostgreSQL's retention
+//! policy is Delete. Under Retain the data outlives the ChatCluster, and so
+//! must its password: an ownerReference would let the garbage collector delete
+//! the Secret, which with foreground deletion (Argo CD's default) happens
+//! before the operator's finalizer could do anything about it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crds::{BackendMode, ChatCluster};
+use crds::{BackendMode, ChatCluster, RetentionPolicy};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
 
+use crate::app_role::APP_USER;
 use crate::meta::{Component, Names, child_meta};
+use crate::redis::REDIS_PORT;
 
 /// Secret key of the managed PostgreSQL password.
 pub const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
-/// Secret key of the managed PostgreSQL URL (`DATABASE_URL`), derived from the password.
+/// Secret key of the password of the chat-server's role ([`APP_USER`]).
+pub const POSTGRES_APP_PASSWORD_KEY: &str = "postgres-app-password";
+/// Secret key of the managed PostgreSQL URL (`DATABASE_URL`): the chat-server's
+/// role and password, never the superuser's.
 pub const DATABASE_URL_KEY: &str = "database-url";
+/// Secret key of the managed Redis password (`requirepass`).
+pub const REDIS_PASSWORD_KEY: &str = "redis-password";
+/// Secret key of the managed Redis URL (`REDIS_URL`), derived from the password.
+pub const REDIS_URL_KEY: &str = "redis-url";
 /// Secret key of the JWT signing key (`CHAT_JWT_SECRET`).
 pub const JWT_SECRET_KEY: &str = "jwt-secret";
 
-/// The PostgreSQL role and database the chat-server uses.
+/// The PostgreSQL superuser (the image's `POSTGRES_USER`) and the database.
 pub const POSTGRES_USER: &str = "chat";
 pub const POSTGRES_DB: &str = "chat";
 pub const POSTGRES_PORT: i32 = 5432;
@@ -69,31 +86,69 @@ impl Credentials {
         let mut generated = Vec::new();
         let names = Names::of(cc);
         if cc.spec.postgres.mode == BackendMode::Managed {
-            if !creds.values.contains_key(POSTGRES_PASSWORD_KEY) {
-                creds
-                    .values
-                    .insert(POSTGRES_PASSWORD_KEY.into(), random_token(PASSWORD_LEN));
-                generated.push(POSTGRES_PASSWORD_KEY);
-            }
+            creds.fill(POSTGRES_PASSWORD_KEY, PASSWORD_LEN, &mut generated);
+            creds.fill(POSTGRES_APP_PASSWORD_KEY, PASSWORD_LEN, &mut generated);
             // The URL is derived, so it always follows the (kept) password.
             let url = format!(
-                "postgres://{POSTGRES_USER}:{}@{}:{POSTGRES_PORT}/{POSTGRES_DB}",
-                creds.values[POSTGRES_PASSWORD_KEY],
+                "postgres://{APP_USER}:{}@{}:{POSTGRES_PORT}/{POSTGRES_DB}",
+                creds.values[POSTGRES_APP_PASSWORD_KEY],
                 names.host(&names.postgres()),
             );
             creds.values.insert(DATABASE_URL_KEY.into(), url);
         }
-        if cc.spec.server.auth.enabled && !creds.values.contains_key(JWT_SECRET_KEY) {
-            creds
-                .values
-                .insert(JWT_SECRET_KEY.into(), random_token(JWT_KEY_LEN));
-            generated.push(JWT_SECRET_KEY);
+        if cc.spec.redis.mode == BackendMode::Managed {
+            creds.fill(REDIS_PASSWORD_KEY, PASSWORD_LEN, &mut generated);
+            let url = format!(
+                "redis://:{}@{}:{REDIS_PORT}",
+                creds.values[REDIS_PASSWORD_KEY],
+                names.host(&names.redis()),
+            );
+            creds.values.insert(REDIS_URL_KEY.into(), url);
+        }
+        if cc.spec.server.auth.enabled {
+            creds.fill(JWT_SECRET_KEY, JWT_KEY_LEN, &mut generated);
         }
         (creds, generated)
     }
 
+    /// Generates `key` (a `len`-character token) unless it is already there.
+    fn fill(&mut self, key: &'static str, len: usize, generated: &mut Vec<&'static str>) {
+        if !self.values.contains_key(key) {
+            self.values.insert(key.into(), random_token(len));
+            generated.push(key);
+        }
+    }
+
+    /// The keys a new cluster's Secret would hold, all with empty values: what
+    /// `operator render` builds from unless asked to show secrets, so its output
+    /// holds no credential and is the same on every run.
+    pub fn redacted(cc: &ChatCluster) -> Self {
+        let (creds, _) = Self::resolve(cc, None);
+        Self {
+            values: creds
+                .values
+                .into_keys()
+                .map(|k| (k, String::new()))
+                .collect(),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
+    }
+
+    /// A short digest of one value (empty when absent): a pod-template
+    /// annotation that restarts a workload when the value changes, without
+    /// showing it.
+    pub fn digest_of(&self, key: &str) -> String {
+        let Some(value) = self.values.get(key) else {
+            return String::new();
+        };
+        Sha256::digest(value.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// A stable digest input: the values feed the pod-template hash, so a changed
@@ -110,8 +165,12 @@ impl Credentials {
     /// The Secret object holding these values.
     pub fn to_secret(&self, cc: &ChatCluster) -> Secret {
         let names = Names::of(cc);
+        let mut metadata = child_meta(cc, names.secret(), Component::Server);
+        if cc.spec.postgres.storage.retention_policy == RetentionPolicy::Retain {
+            metadata.owner_references = None;
+        }
         Secret {
-            metadata: child_meta(cc, names.secret(), Component::Server),
+            metadata,
             type_: Some("Opaque".into()),
             data: Some(
                 self.values
@@ -143,14 +202,37 @@ mod tests {
     }
 
     #[test]
-    fn new_cluster_gets_a_password_and_url() {
+    fn managed_redis_gets_a_password_in_its_url() {
         let (creds, generated) = Credentials::resolve(&cluster(), None);
-        assert_eq!(generated, vec![POSTGRES_PASSWORD_KEY]);
-        let password = creds.get(POSTGRES_PASSWORD_KEY).unwrap();
+        assert!(generated.contains(&REDIS_PASSWORD_KEY));
+        let password = creds.get(REDIS_PASSWORD_KEY).unwrap();
         assert_eq!(password.len(), PASSWORD_LEN);
         assert_eq!(
+            creds.get(REDIS_URL_KEY).unwrap(),
+            format!("redis://:{password}@demo-redis.ns.svc:6379")
+        );
+        assert_eq!(creds.digest_of(REDIS_PASSWORD_KEY).len(), 16);
+        assert!(!creds.digest_of(REDIS_PASSWORD_KEY).contains(password));
+    }
+
+    #[test]
+    fn new_cluster_gets_a_password_and_url() {
+        let (creds, generated) = Credentials::resolve(&cluster(), None);
+        assert_eq!(
+            generated,
+            vec![
+                POSTGRES_PASSWORD_KEY,
+                POSTGRES_APP_PASSWORD_KEY,
+                REDIS_PASSWORD_KEY
+            ]
+        );
+        let password = creds.get(POSTGRES_APP_PASSWORD_KEY).unwrap();
+        assert_eq!(password.len(), PASSWORD_LEN);
+        assert_ne!(Some(password), creds.get(POSTGRES_PASSWORD_KEY));
+        assert_eq!(
             creds.get(DATABASE_URL_KEY).unwrap(),
-            format!("postgres://chat:{password}@demo-postgres.ns.svc:5432/chat")
+            format!("postgres://chat_app:{password}@demo-postgres.ns.svc:5432/chat"),
+            "the chat-server connects as its own role, not the superuser"
         );
         assert!(creds.get(JWT_SECRET_KEY).is_none());
     }
@@ -180,13 +262,16 @@ mod tests {
     }
 
     #[test]
-    fn external_postgres_needs_no_password() {
+    fn external_backends_need_no_password() {
         let mut cc = cluster();
-        cc.spec.postgres.mode = BackendMode::External;
-        cc.spec.postgres.secret_ref = Some(SecretKeyRef {
+        let reference = SecretKeyRef {
             name: "pg".into(),
             key: "url".into(),
-        });
+        };
+        cc.spec.postgres.mode = BackendMode::External;
+        cc.spec.postgres.secret_ref = Some(reference.clone());
+        cc.spec.redis.mode = BackendMode::External;
+        cc.spec.redis.secret_ref = Some(reference);
         let (creds, generated) = Credentials::resolve(&cc, None);
         assert!(generated.is_empty());
         assert!(creds.is_empty());
@@ -198,6 +283,17 @@ mod tests {
         let printed = format!("{creds:?}");
         assert!(printed.contains(POSTGRES_PASSWORD_KEY));
         assert!(!printed.contains(creds.get(POSTGRES_PASSWORD_KEY).unwrap()));
+    }
+
+    #[test]
+    fn the_secret_is_owned_only_when_its_data_goes_with_the_cluster() {
+        let mut cc = cluster();
+        cc.metadata.uid = Some("uid-1".into());
+        let (creds, _) = Credentials::resolve(&cc, None);
+        assert!(creds.to_secret(&cc).metadata.owner_references.is_none());
+        cc.spec.postgres.storage.retention_policy = RetentionPolicy::Delete;
+        let owners = creds.to_secret(&cc).metadata.owner_references.unwrap();
+        assert_eq!(owners[0].uid, "uid-1");
     }
 
     #[test]

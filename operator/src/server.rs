@@ -1,9 +1,9 @@
 //! The chat-server: its ConfigMap, Deployment and Service.
 //!
-//! Plain settings (listen address, limits, log level, the managed Redis URL) go
-//! into the ConfigMap and reach the container through `envFrom`; anything
-//! secret (database URL, JWT key, external Redis URL) is a `secretKeyRef`, so it
-//! never appears in a spec. The pod template carries a hash of both inputs: a
+//! Plain settings (listen address, limits, log level) go into the ConfigMap
+//! and reach the container through `envFrom`; anything secret (database and
+//! Redis URLs, which carry passwords, and the JWT key) is a `secretKeyRef`, so
+//! it never appears in a spec. The pod template carries a hash of both inputs: a
 //! changed limit or a new secret value changes the template, which rolls the pods.
 
 use std::collections::BTreeMap;
@@ -23,8 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
 use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
-use crate::redis;
-use crate::secrets::{Credentials, DATABASE_URL_KEY, JWT_SECRET_KEY};
+use crate::secrets::{Credentials, DATABASE_URL_KEY, JWT_SECRET_KEY, REDIS_URL_KEY};
 
 /// The uid the chat-server image runs as (any non-root uid works: it writes nothing).
 const SERVER_UID: i64 = 10001;
@@ -45,9 +44,6 @@ pub fn config_map(cc: &ChatCluster) -> ConfigMap {
         ("LOG_FORMAT".to_string(), "json".to_string()),
         ("RUST_LOG".to_string(), spec.log_level.as_str().to_string()),
     ]);
-    if cc.spec.redis.mode == BackendMode::Managed {
-        data.insert("REDIS_URL".into(), redis::url(&names));
-    }
     let limits = &spec.limits;
     let limit_vars = [
         ("CHAT_MAX_CONNECTIONS", limits.max_connections),
@@ -76,9 +72,26 @@ pub fn config_map(cc: &ChatCluster) -> ConfigMap {
     }
 }
 
+/// The values of the External backends' Secret keys, by backend name: inputs
+/// of the pod-template hash only (they reach the pods as `secretKeyRef`s).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ExternalInputs(BTreeMap<&'static str, Vec<u8>>);
+
+impl ExternalInputs {
+    pub fn insert(&mut self, backend: &'static str, value: Vec<u8>) {
+        self.0.insert(backend, value);
+    }
+}
+
 /// The hash of every input the pods read at start: the ConfigMap data, the
-/// generated credentials, and which external Secret keys are referenced.
-pub fn config_hash(config: &ConfigMap, creds: &Credentials, cc: &ChatCluster) -> String {
+/// generated credentials, which external Secret keys are referenced, and
+/// their content (so rotating an External URL rolls the pods).
+pub fn config_hash(
+    config: &ConfigMap,
+    creds: &Credentials,
+    cc: &ChatCluster,
+    external: &ExternalInputs,
+) -> String {
     let mut hasher = Sha256::new();
     let mut feed = |section: &str, key: &str, value: &str| {
         for part in [section, key, value] {
@@ -98,6 +111,12 @@ pub fn config_hash(config: &ConfigMap, creds: &Credentials, cc: &ChatCluster) ->
             backend,
             &format!("{}/{}", reference.name, reference.key),
         );
+    }
+    for (backend, value) in &external.0 {
+        for part in [b"external-value".as_slice(), backend.as_bytes(), value] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
     }
     let digest = hasher.finalize();
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -147,8 +166,9 @@ fn env_vars(cc: &ChatCluster, names: &Names) -> Vec<EnvVar> {
             ..EnvVarSource::default()
         }),
     }];
-    if let (BackendMode::External, Some(r)) = (cc.spec.redis.mode, &cc.spec.redis.secret_ref) {
-        env.push(secret_env("REDIS_URL", &r.name, &r.key));
+    match (cc.spec.redis.mode, &cc.spec.redis.secret_ref) {
+        (BackendMode::External, Some(r)) => env.push(secret_env("REDIS_URL", &r.name, &r.key)),
+        _ => env.push(secret_env("REDIS_URL", &names.secret(), REDIS_URL_KEY)),
     }
     match (cc.spec.postgres.mode, &cc.spec.postgres.secret_ref) {
         (BackendMode::External, Some(r)) => env.push(secret_env("DATABASE_URL", &r.name, &r.key)),
@@ -310,13 +330,14 @@ pub fn endpoint(cc: &ChatCluster) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::secret_source;
 
     fn cluster() -> ChatCluster {
         crate::meta::test_cluster()
     }
 
     fn hash_of(cc: &ChatCluster, creds: &Credentials) -> String {
-        config_hash(&config_map(cc), creds, cc)
+        config_hash(&config_map(cc), creds, cc, &ExternalInputs::default())
     }
 
     fn env(d: &Deployment) -> Vec<EnvVar> {
@@ -342,7 +363,7 @@ mod tests {
         assert_eq!(data["CHAT_MAX_CONNECTIONS"], "500");
         assert_eq!(data["CHAT_RATE_BURST"], "7");
         assert_eq!(data["CHAT_LISTEN"], "0.0.0.0:8080");
-        assert_eq!(data["REDIS_URL"], "redis://demo-redis.ns.svc:6379");
+        assert!(!data.contains_key("REDIS_URL"), "it carries a password");
         assert_eq!(data["LOG_FORMAT"], "json");
         assert!(!data.contains_key("CHAT_MAX_FRAME_BYTES"));
     }
@@ -356,6 +377,19 @@ mod tests {
         let mut changed = cc.clone();
         changed.spec.server.limits.max_body_bytes = Some(1024);
         assert_ne!(before, hash_of(&changed, &creds));
+    }
+
+    #[test]
+    fn a_rotated_external_secret_changes_the_hash() {
+        let cc = cluster();
+        let (creds, _) = Credentials::resolve(&cc, None);
+        let hash = |url: &str| {
+            let mut external = ExternalInputs::default();
+            external.insert("postgres", url.as_bytes().to_vec());
+            config_hash(&config_map(&cc), &creds, &cc, &external)
+        };
+        assert_eq!(hash("postgres://a"), hash("postgres://a"));
+        assert_ne!(hash("postgres://a"), hash("postgres://b"));
     }
 
     #[test]
@@ -400,19 +434,8 @@ mod tests {
         let mut cc = cluster();
         cc.spec.server.auth.enabled = true;
         let env = env(&deployment(&cc, "h"));
-        for var in ["DATABASE_URL", "CHAT_JWT_SECRET"] {
-            let e = env.iter().find(|e| e.name == var).unwrap();
-            assert!(e.value.is_none(), "{var} must come from a Secret");
-            assert_eq!(
-                e.value_from
-                    .as_ref()
-                    .unwrap()
-                    .secret_key_ref
-                    .as_ref()
-                    .unwrap()
-                    .name,
-                "demo-secrets"
-            );
+        for var in ["DATABASE_URL", "REDIS_URL", "CHAT_JWT_SECRET"] {
+            assert_eq!(secret_source(&env, var).0, "demo-secrets");
         }
         let id = env.iter().find(|e| e.name == "CHAT_INSTANCE_ID").unwrap();
         assert_eq!(
@@ -442,17 +465,7 @@ mod tests {
         });
         assert!(!config_map(&cc).data.unwrap().contains_key("REDIS_URL"));
         let env = env(&deployment(&cc, "h"));
-        let source = |var: &str| {
-            let e = env.iter().find(|e| e.name == var).unwrap();
-            let r = e
-                .value_from
-                .as_ref()
-                .unwrap()
-                .secret_key_ref
-                .as_ref()
-                .unwrap();
-            (r.name.clone(), r.key.clone())
-        };
+        let source = |var: &str| secret_source(&env, var);
         assert_eq!(source("REDIS_URL"), ("r".to_string(), "u".to_string()));
         assert_eq!(source("DATABASE_URL"), ("p".to_string(), "url".to_string()));
     }

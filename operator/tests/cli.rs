@@ -48,7 +48,6 @@ fn render_prints_every_child_of_the_example() {
     assert_eq!(
         kinds,
         [
-            "Secret/demo-secrets",
             "Service/demo-redis",
             "StatefulSet/demo-redis",
             "Service/demo-postgres",
@@ -58,7 +57,37 @@ fn render_prints_every_child_of_the_example() {
             "Service/demo",
             "HorizontalPodAutoscaler/demo",
             "PodDisruptionBudget/demo",
+            "NetworkPolicy/demo-backends",
         ]
+    );
+}
+
+#[test]
+fn render_prints_no_secret_material_unless_asked() {
+    let example = ["render", "-f", "k8s/examples/chatcluster.yaml"];
+    let first = operator(&example);
+    let second = operator(&example);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "two renders of one ChatCluster are the same"
+    );
+    assert!(
+        !stdout(&first).contains("kind: Secret"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(stdout(&first).contains("# Secret/demo-secrets is not printed"));
+    let shown = operator(&[
+        "render",
+        "--show-secrets",
+        "-f",
+        "k8s/examples/chatcluster.yaml",
+    ]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(
+        stdout(&shown).contains("kind: Secret") && stdout(&shown).contains("postgres-password")
     );
 }
 
@@ -81,7 +110,7 @@ fn render_reports_bad_input_clearly() {
     );
     assert!(stdout(&invalid).is_empty(), "nothing is half-rendered");
 
-    let wrong_kind = operator(&["render", "-f", "k8s/namespace.yaml"]);
+    let wrong_kind = operator(&["render", "-f", "k8s/base/namespace.yaml"]);
     assert!(!wrong_kind.status.success());
     assert!(
         stderr(&wrong_kind).contains("expected apiVersion chatback.dev/v1alpha1"),

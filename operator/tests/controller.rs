@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 use crds::ChatCluster;
 use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
-use operator::controller::{self, Context, Settings};
+use operator::controller::{self, Context, Scope, Settings};
+use operator::leader::{self, Election, Outcome};
 use operator::metrics::Metrics;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -63,10 +65,18 @@ async fn start() -> Harness {
 }
 
 async fn start_controller(fake: FakeApiServer) -> Harness {
+    start_controller_in(fake, Scope::Cluster).await
+}
+
+fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
+}
+
+async fn start_controller_in(fake: FakeApiServer, scope: Scope) -> Harness {
+    init_tracing();
     let client = fake.client();
     controller::ensure_crd_installed(&client)
         .await
@@ -75,7 +85,7 @@ async fn start_controller(fake: FakeApiServer) -> Harness {
     let metrics = Metrics::default().register(&mut registry);
     let ctx = Context::new(client.clone(), metrics, settings(), Some("test".into()));
     let stop = CancellationToken::new();
-    tokio::spawn(controller::run(ctx, stop.clone().cancelled_owned()));
+    tokio::spawn(controller::run(ctx, scope, stop.clone()));
     Harness {
         api: Api::namespaced(client, NS),
         fake,
@@ -112,13 +122,22 @@ async fn create_url_secret(h: &Harness, name: &str) {
 }
 
 /// Polls `check` until it returns Some, or panics naming `what` after the deadline.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+async fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    eventually_or_none(check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `check` until it returns Some, or gives None after the deadline.
+async fn eventually_or_none<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        if start.elapsed() >= DEADLINE {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -137,11 +156,27 @@ impl Harness {
     }
 
     async fn wait_phase(&self, name: &str, phase: &str) -> Value {
-        eventually(&format!("{name} to reach phase {phase}"), || {
-            self.cluster(name)
-                .filter(|cc| cc["status"]["phase"] == phase)
+        let mut last = Value::Null;
+        let found = eventually_or_none(|| {
+            last = self.cluster(name).unwrap_or_default();
+            (last["status"]["phase"] == phase).then(|| last.clone())
         })
-        .await
+        .await;
+        found.unwrap_or_else(|| {
+            panic!("timed out waiting for {name} to reach phase {phase}; last: {last}")
+        })
+    }
+
+    /// Creates a ChatCluster and waits until it is Ready and its PostgreSQL
+    /// claim exists (the fake kubelet makes it right after the StatefulSet).
+    async fn ready_with_postgres_claim(&self, name: &str, spec: Value) {
+        create(self, name, spec).await;
+        self.wait_phase(name, "Ready").await;
+        let claim = format!("data-{name}-postgres-0");
+        eventually("the PostgreSQL claim", || {
+            self.child("", "persistentvolumeclaims", &claim)
+        })
+        .await;
     }
 
     /// Deletes the ChatCluster and waits until it is gone (finalizer done).
@@ -231,8 +266,12 @@ async fn a_new_cluster_converges_to_ready() {
         assert!(c["reason"].is_string() && c["message"].is_string());
     }
 
+    let secret = h.child("", "secrets", "demo-secrets").expect("the Secret");
+    assert!(
+        secret["metadata"].get("ownerReferences").is_none(),
+        "under Retain the Secret outlives the ChatCluster"
+    );
     let children = [
-        ("", "secrets", "demo-secrets"),
         ("", "configmaps", "demo-config"),
         ("", "services", "demo"),
         ("", "services", "demo-redis"),
@@ -242,6 +281,7 @@ async fn a_new_cluster_converges_to_ready() {
         ("apps", "statefulsets", "demo-postgres"),
         ("autoscaling", "horizontalpodautoscalers", "demo"),
         ("policy", "poddisruptionbudgets", "demo"),
+        ("networking.k8s.io", "networkpolicies", "demo-backends"),
     ];
     for (group, plural, name) in children {
         let child = h
@@ -261,7 +301,8 @@ async fn a_new_cluster_converges_to_ready() {
     }
     assert!(
         h.child("networking.k8s.io", "networkpolicies", "demo-backends")
-            .is_none()
+            .is_some(),
+        "the backends are fenced by default"
     );
     let hpa = h
         .child("autoscaling", "horizontalpodautoscalers", "demo")
@@ -434,12 +475,7 @@ async fn the_scale_subresource_drives_the_deployment() {
 #[tokio::test]
 async fn deletion_with_retain_keeps_the_claims_and_their_secret() {
     let h = start().await;
-    create(&h, "demo", json!({})).await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
-    .await;
+    h.ready_with_postgres_claim("demo", json!({})).await;
     let password = decoded(
         &h.child("", "secrets", "demo-secrets").unwrap(),
         "postgres-password",
@@ -472,30 +508,20 @@ async fn deletion_with_retain_keeps_the_claims_and_their_secret() {
     assert!(secret["metadata"].get("ownerReferences").is_none());
     assert!(h.event_reasons().contains(&"VolumesRetained".to_string()));
 
-    // A new cluster of the same name adopts the kept Secret: same password, owned again.
+    // A new cluster of the same name adopts the kept Secret: same password.
     create(&h, "demo", json!({})).await;
     h.wait_phase("demo", "Ready").await;
     let secret = h.child("", "secrets", "demo-secrets").unwrap();
     assert_eq!(decoded(&secret, "postgres-password"), password);
-    assert_eq!(
-        secret["metadata"]["ownerReferences"][0]["uid"],
-        h.cluster("demo").unwrap()["metadata"]["uid"]
-    );
 }
 
 #[tokio::test]
 async fn deletion_with_delete_removes_the_claims() {
     let h = start().await;
-    create(
-        &h,
+    h.ready_with_postgres_claim(
         "demo",
         json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
     )
-    .await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
     .await;
 
     h.delete_cluster("demo").await;
@@ -633,8 +659,8 @@ fn without_cel_rules(value: &mut Value) {
     }
 }
 
-#[tokio::test]
-async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied() {
+/// The controller against a CRD without its CEL rules, as an older CRD might be.
+async fn start_without_cel_rules() -> Harness {
     let fake = FakeApiServer::start().await;
     let mut crd = serde_json::to_value(ChatCluster::crd()).unwrap();
     without_cel_rules(&mut crd);
@@ -643,7 +669,12 @@ async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied()
         .create(&PostParams::default(), &crd)
         .await
         .expect("install the rule-less CRD");
-    let h = start_controller(fake).await;
+    start_controller(fake).await
+}
+
+#[tokio::test]
+async fn an_invalid_spec_that_got_past_the_schema_is_reported_not_half_applied() {
+    let h = start_without_cel_rules().await;
     create(
         &h,
         "bad",
@@ -735,17 +766,7 @@ async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
 
     // Every path through the controller: provision, prune, wait on a Secret
     // (a repeated Event is patched), switch to External, delete with Delete.
-    create(
-        &h,
-        "demo",
-        json!({"networkPolicy": {"enabled": true}, "postgres": {"storage": {"retentionPolicy": "Delete"}}}),
-    )
-    .await;
-    h.wait_phase("demo", "Ready").await;
-    eventually("the PostgreSQL claim", || {
-        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
-    })
-    .await;
+    h.ready_with_postgres_claim("demo", json!({"networkPolicy": {"enabled": true}, "postgres": {"storage": {"retentionPolicy": "Delete"}}})).await;
     let off = json!({"spec": {"autoscaling": {"enabled": false}, "podDisruptionBudget": {"enabled": false}, "networkPolicy": {"enabled": false}}});
     h.api
         .patch("demo", &PatchParams::default(), &Patch::Merge(&off))
@@ -803,11 +824,11 @@ async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
         .collect();
     for (group, resource, verb) in &made {
         assert!(
-            operator::rbac::allows(group, resource, verb),
+            operator::rbac::allows(operator::rbac::rules(), group, resource, verb),
             "the controller called {verb} on {group}/{resource}, which operator/src/rbac.rs does not grant"
         );
     }
-    for rule in operator::rbac::RULES {
+    for rule in operator::rbac::rules() {
         for verb in rule.verbs {
             let used = made
                 .iter()
@@ -819,4 +840,498 @@ async fn rbac_rules_cover_exactly_the_calls_the_controller_makes() {
             );
         }
     }
+}
+
+/// The spec patch of an edit, applied as a user's `kubectl patch --type merge`.
+async fn patch_spec(h: &Harness, name: &str, spec: Value) -> Result<ChatCluster, kube::Error> {
+    h.api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": spec })),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_a_storage_change_and_says_what_to_do() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    let error = patch_spec(
+        &h,
+        "demo",
+        json!({"postgres": {"storage": {"size": "5Gi"}}}),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("cannot change after creation"), "{error}");
+    assert!(error.contains("data-<name>-postgres-0"), "{error}");
+    patch_spec(
+        &h,
+        "demo",
+        json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
+    )
+    .await
+    .expect("the retention policy may change");
+}
+
+#[tokio::test]
+async fn a_child_the_api_server_refuses_does_not_stop_the_others() {
+    // A ChatCluster stored under an older CRD (no transition rule) can still
+    // ask for a change the StatefulSet cannot take.
+    let h = start_without_cel_rules().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+
+    patch_spec(
+        &h,
+        "demo",
+        json!({"postgres": {"storage": {"size": "5Gi"}}, "server": {"limits": {"maxConnections": 500}}}),
+    )
+    .await
+    .expect("the rule-less CRD accepts it");
+    eventually("the ConfigMap to follow the spec", || {
+        h.child("", "configmaps", "demo-config")
+            .filter(|c| c["data"]["CHAT_MAX_CONNECTIONS"] == "500")
+    })
+    .await;
+    let cc = eventually("a Reconciled=False condition", || {
+        h.cluster("demo").filter(|cc| {
+            cc["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Reconciled" && c["status"] == "False")
+            })
+        })
+    })
+    .await;
+    let reconciled = condition(&cc, "Reconciled");
+    assert_eq!(reconciled["reason"], "ReconcileFailed");
+    let message = reconciled["message"].as_str().unwrap();
+    assert!(
+        message.contains("StatefulSet/demo-postgres") && message.contains("Forbidden"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_image_that_never_gets_ready_never_reads_as_ready() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    h.fake.break_image("chat-server:crashloop");
+
+    patch_spec(
+        &h,
+        "demo",
+        json!({"server": {"image": "chat-server:crashloop"}}),
+    )
+    .await
+    .expect("patch the image");
+    // The first status that describes generation 2 must already say not ready.
+    let cc = eventually("the status to observe generation 2", || {
+        h.cluster("demo")
+            .filter(|cc| cc["status"]["observedGeneration"] == 2)
+    })
+    .await;
+    assert_eq!(condition(&cc, "Ready")["status"], "False", "{cc}");
+    assert_eq!(condition(&cc, "ServerReady")["status"], "False", "{cc}");
+    let cc = eventually("ProgressDeadlineExceeded", || {
+        h.cluster("demo").filter(|cc| {
+            cc["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "ServerReady" && c["reason"] == "ProgressDeadlineExceeded"
+                })
+            })
+        })
+    })
+    .await;
+    assert_eq!(condition(&cc, "Ready")["status"], "False");
+    assert_eq!(
+        cc["status"]["phase"], "Degraded",
+        "the old pods still serve"
+    );
+
+    patch_spec(
+        &h,
+        "demo",
+        json!({"server": {"image": "chat-server:fixed"}}),
+    )
+    .await
+    .expect("patch the image");
+    eventually("Ready after the fix", || {
+        h.cluster("demo").filter(|cc| {
+            cc["status"]["observedGeneration"] == 3 && cc["status"]["phase"] == "Ready"
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_password_is_not_regenerated_over_existing_data() {
+    let h = start().await;
+    // The data claim a deleted cluster left (retention Retain), whose Secret is gone.
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data-demo-postgres-0", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(h.fake.client(), NS)
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create the claim");
+
+    create(&h, "demo", json!({})).await;
+    let cc = h.wait_phase("demo", "Pending").await;
+    let ready = condition(&cc, "Ready");
+    assert_eq!(ready["reason"], "PasswordMissing");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("data-demo-postgres-0")
+            && message.contains("Restore the Secret demo-secrets"),
+        "{message}"
+    );
+    assert!(
+        h.child("", "secrets", "demo-secrets").is_none(),
+        "no new password was generated"
+    );
+    assert!(
+        h.deployment("demo").is_none(),
+        "nothing is built on a password nobody knows"
+    );
+
+    // Restoring the Secret from a backup brings the cluster up on the old data.
+    let restored: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "demo-secrets", "namespace": NS},
+        "stringData": {"postgres-password": "the-original-password"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.fake.client(), NS)
+        .create(&PostParams::default(), &restored)
+        .await
+        .expect("restore the Secret");
+    h.wait_phase("demo", "Ready").await;
+    let secret = h.child("", "secrets", "demo-secrets").unwrap();
+    assert_eq!(
+        decoded(&secret, "postgres-password"),
+        "the-original-password"
+    );
+}
+
+#[tokio::test]
+async fn foreground_deletion_with_retain_keeps_the_password() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    let password = decoded(
+        &h.child("", "secrets", "demo-secrets").unwrap(),
+        "postgres-password",
+    );
+    // Argo CD deletes with propagationPolicy=Foreground: the garbage collector
+    // removes every dependent before the ChatCluster's finalizer runs.
+    h.api
+        .delete("demo", &DeleteParams::foreground())
+        .await
+        .expect("delete the ChatCluster");
+    eventually("the ChatCluster to be gone", || {
+        h.cluster("demo").is_none().then_some(())
+    })
+    .await;
+    assert!(
+        h.deployment("demo").is_none(),
+        "owned children were collected"
+    );
+    let secret = h
+        .child("", "secrets", "demo-secrets")
+        .expect("the retained data's password is kept");
+    assert_eq!(decoded(&secret, "postgres-password"), password);
+}
+
+#[tokio::test]
+async fn rotating_an_external_secret_rolls_the_pods() {
+    let h = start().await;
+    create_url_secret(&h, "pg-url").await;
+    create(
+        &h,
+        "demo",
+        json!({"postgres": {"mode": "External", "secretRef": {"name": "pg-url"}}}),
+    )
+    .await;
+    h.wait_phase("demo", "Ready").await;
+    let before = config_hash(&h.deployment("demo").unwrap());
+
+    let rotated = json!({"stringData": {"url": "postgres://chat:rotated@db.example:5432/chat"}});
+    Api::<Secret>::namespaced(h.fake.client(), NS)
+        .patch("pg-url", &PatchParams::default(), &Patch::Merge(&rotated))
+        .await
+        .expect("rotate the URL");
+    eventually("the Deployment to roll", || {
+        h.deployment("demo").filter(|d| config_hash(d) != before)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn managed_to_external_then_deletion_with_delete_removes_the_old_claims() {
+    let h = start().await;
+    h.ready_with_postgres_claim(
+        "demo",
+        json!({"postgres": {"storage": {"retentionPolicy": "Delete"}}}),
+    )
+    .await;
+    create_url_secret(&h, "pg-url").await;
+    patch_spec(
+        &h,
+        "demo",
+        json!({"postgres": {"mode": "External", "secretRef": {"name": "pg-url"}}}),
+    )
+    .await
+    .expect("switch to External");
+    eventually("the managed PostgreSQL to be pruned", || {
+        h.child("apps", "statefulsets", "demo-postgres")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    h.delete_cluster("demo").await;
+    assert!(
+        h.child("", "persistentvolumeclaims", "data-demo-postgres-0")
+            .is_none(),
+        "retention policy Delete deletes the claims the managed PostgreSQL left"
+    );
+}
+
+#[tokio::test]
+async fn switching_redis_persistence_recreates_redis() {
+    let h = start().await;
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    patch_spec(
+        &h,
+        "demo",
+        json!({"redis": {"persistence": {"enabled": true}}}),
+    )
+    .await
+    .expect("switch persistence on");
+    eventually("Redis with a claim template", || {
+        h.child("apps", "statefulsets", "demo-redis")
+            .filter(|s| s["spec"]["volumeClaimTemplates"].is_array())
+    })
+    .await;
+    eventually("the Redis claim", || {
+        h.child("", "persistentvolumeclaims", "data-demo-redis-0")
+    })
+    .await;
+    let cc = eventually("Ready at generation 2", || {
+        h.cluster("demo").filter(|cc| {
+            cc["status"]["observedGeneration"] == 2 && cc["status"]["phase"] == "Ready"
+        })
+    })
+    .await;
+    assert_eq!(condition(&cc, "Reconciled")["status"], "True");
+    h.wait_event("RedisRecreated").await;
+}
+
+#[tokio::test]
+async fn a_namespace_scoped_operator_touches_only_its_namespaces() {
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    let setup_requests = fake.requests().len();
+    let h = start_controller_in(fake, Scope::Namespaces(vec![NS.into()])).await;
+    create(&h, "demo", json!({})).await;
+    let elsewhere: Api<ChatCluster> = Api::namespaced(h.fake.client(), "other");
+    let other: ChatCluster = serde_json::from_value(json!({
+        "apiVersion": "chatback.dev/v1alpha1", "kind": "ChatCluster",
+        "metadata": {"name": "other", "namespace": "other"}, "spec": {},
+    }))
+    .unwrap();
+    elsewhere
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("create a ChatCluster in another namespace");
+    h.wait_phase("demo", "Ready").await;
+    h.stop.cancel();
+
+    assert!(
+        h.fake
+            .object("chatback.dev", "chatclusters", "other", "other")
+            .unwrap()["status"]
+            .is_null(),
+        "a namespace the operator does not watch is left alone"
+    );
+    assert!(h.fake.objects("apps", "deployments", "other").is_empty());
+    let operator_calls = h.fake.requests()[setup_requests..]
+        .iter()
+        .filter(|r| !(r.method == Method::POST && r.path.ends_with("/chatclusters")))
+        .map(|r| r.path.clone())
+        .collect::<Vec<_>>();
+    for path in &operator_calls {
+        assert!(
+            path.contains(&format!("/namespaces/{NS}/"))
+                || path
+                    == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/chatclusters.chatback.dev",
+            "a cluster-wide call from a namespace-scoped operator: {path}"
+        );
+    }
+}
+
+/// A harness whose operator replicas the test starts itself ([`replica`]).
+fn without_controller(fake: FakeApiServer) -> Harness {
+    Harness {
+        api: Api::namespaced(fake.client(), NS),
+        fake,
+        registry: Arc::new(Registry::default()),
+        stop: CancellationToken::new(),
+    }
+}
+
+fn election(identity: &str) -> Election {
+    Election {
+        namespace: NS.into(),
+        lease: "chatback-operator".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(3),
+        grace: Duration::from_secs(1),
+    }
+}
+
+/// One operator replica with leader election, as `operator run --leader-elect`
+/// runs it: `leading` is set while it reconciles.
+fn replica(
+    h: &Harness,
+    identity: &'static str,
+    stop: CancellationToken,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<operator::Result<Outcome>>,
+) {
+    let client = h.fake.client();
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = leading.clone();
+    let task = tokio::spawn(async move {
+        let ctx = Context::new(
+            client.clone(),
+            Metrics::default(),
+            settings(),
+            Some(identity.into()),
+        );
+        leader::lead(client, &election(identity), stop, |work| async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            controller::run(ctx, Scope::Cluster, work).await;
+            flag.store(false, std::sync::atomic::Ordering::SeqCst);
+        })
+        .await
+    });
+    (leading, task)
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_the_standby_takes_over() {
+    init_tracing();
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    let h = without_controller(fake);
+    let setup_requests = h.fake.requests().len();
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let (a, task_a) = replica(&h, "operator-a", stop_a.clone());
+    let (b, task_b) = replica(&h, "operator-b", stop_b.clone());
+    create(&h, "first", json!({})).await;
+    h.wait_phase("first", "Ready").await;
+    let holder = |h: &Harness| {
+        h.fake
+            .object("coordination.k8s.io", "leases", NS, "chatback-operator")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    };
+    let first = holder(&h).expect("a leader holds the lease");
+    let leaders = [&a, &b]
+        .iter()
+        .filter(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+        .count();
+    assert_eq!(leaders, 1, "exactly one replica reconciles");
+
+    // The leader shuts down: it releases the lease, and the standby takes over.
+    let (leader_stop, leader_task, standby) = if first == "operator-a" {
+        (stop_a, task_a, (b, stop_b, task_b))
+    } else {
+        (stop_b, task_b, (a, stop_a, task_a))
+    };
+    leader_stop.cancel();
+    let outcome = leader_task
+        .await
+        .expect("join")
+        .expect("the leader stops cleanly");
+    assert_eq!(outcome, Outcome::Shutdown);
+    eventually("the standby to take the lease", || {
+        holder(&h).filter(|now| *now != first)
+    })
+    .await;
+    create(&h, "second", json!({})).await;
+    h.wait_phase("second", "Ready").await;
+    assert!(standby.0.load(std::sync::atomic::Ordering::SeqCst));
+    standby.1.cancel();
+    assert_eq!(
+        standby.2.await.expect("join").expect("stops cleanly"),
+        Outcome::Shutdown
+    );
+
+    // Leader election needs exactly operator::rbac::LEASE_RULES.
+    let lease_calls: std::collections::BTreeSet<(String, String, String)> = h.fake.requests()
+        [setup_requests..]
+        .iter()
+        .filter(|r| r.path.contains("/leases"))
+        .flat_map(rbac_verbs)
+        .collect();
+    for (group, resource, verb) in &lease_calls {
+        assert!(
+            operator::rbac::allows(operator::rbac::LEASE_RULES.iter(), group, resource, verb),
+            "leader election called {verb} on {group}/{resource}, which LEASE_RULES does not grant"
+        );
+    }
+    for rule in operator::rbac::LEASE_RULES {
+        for verb in rule.verbs {
+            assert!(
+                lease_calls
+                    .iter()
+                    .any(|(_, r, v)| r == rule.resource && v == verb),
+                "LEASE_RULES grants {verb} on {} but leader election never used it",
+                rule.resource
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_dead_leader_is_taken_over_once_it_expires() {
+    init_tracing();
+    let fake = FakeApiServer::start().await;
+    install_crd(&fake).await;
+    // A leader that died holding the lease: it will never renew or release it.
+    let stale: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+        "metadata": {"name": "chatback-operator", "namespace": NS},
+        "spec": {
+            "holderIdentity": "operator-dead",
+            "leaseDurationSeconds": 3,
+            "acquireTime": "2020-01-01T00:00:00.000000Z",
+            "renewTime": "2020-01-01T00:00:00.000000Z",
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(fake.client(), NS)
+        .create(&PostParams::default(), &stale)
+        .await
+        .expect("create the stale Lease");
+    let h = without_controller(fake);
+    let stop = CancellationToken::new();
+    let (leading, task) = replica(&h, "operator-a", stop.clone());
+    create(&h, "demo", json!({})).await;
+    h.wait_phase("demo", "Ready").await;
+    assert!(leading.load(std::sync::atomic::Ordering::SeqCst));
+    let lease = h
+        .fake
+        .object("coordination.k8s.io", "leases", NS, "chatback-operator")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "operator-a");
+    stop.cancel();
+    assert_eq!(task.await.expect("join").expect("stops"), Outcome::Shutdown);
 }

@@ -1,22 +1,36 @@
-//! `k8s/rbac.yaml` grants the operator exactly the permissions in
-//! `operator::rbac::RULES`: every call the controller makes (checked against
-//! the fake API server in tests/controller.rs), and nothing more.
+//! The install manifests grant the operator exactly the permissions in
+//! `operator::rbac`: every call the controller makes (checked against the
+//! fake API server in tests/controller.rs), and nothing more.
+//!
+//! - cluster-wide install (`k8s/rbac.yaml`): the ClusterRole `chatback-operator`
+//!   holds `CLUSTER_RULES` and `NAMESPACED_RULES`;
+//! - namespace-scoped install (`k8s/namespaced/rbac.yaml`): the ClusterRole
+//!   `chatback-operator-crd` holds `CLUSTER_RULES` only, and the Role
+//!   `chatback-operator` `NAMESPACED_RULES`;
+//! - both: the Role `chatback-operator-leader-election` holds `LEASE_RULES`.
 
 use std::collections::BTreeSet;
 
-use operator::rbac::RULES;
+use operator::rbac::{CLUSTER_RULES, LEASE_RULES, NAMESPACED_RULES, Rule};
 use serde::Deserialize;
 use serde_json::Value;
 
 type Grant = (String, String, String);
 
-fn granted_by_manifest() -> BTreeSet<Grant> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/rbac.yaml");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let role = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).expect("k8s/rbac.yaml is valid YAML"))
-        .find(|doc| doc["kind"] == "ClusterRole" && doc["metadata"]["name"] == "chatback-operator")
-        .expect("k8s/rbac.yaml defines the ClusterRole chatback-operator");
+fn documents(file: &str) -> Vec<Value> {
+    let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .collect()
+}
+
+/// The grants of the `kind` named `name` in `file`.
+fn granted(file: &str, kind: &str, name: &str) -> BTreeSet<Grant> {
+    let role = documents(file)
+        .into_iter()
+        .find(|doc| doc["kind"] == kind && doc["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{file} defines no {kind} {name}"));
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .into_iter()
@@ -37,9 +51,8 @@ fn granted_by_manifest() -> BTreeSet<Grant> {
     grants
 }
 
-fn needed() -> BTreeSet<Grant> {
-    RULES
-        .iter()
+fn needed<'a>(rules: impl Iterator<Item = &'a Rule>) -> BTreeSet<Grant> {
+    rules
         .flat_map(|r| {
             r.verbs
                 .iter()
@@ -48,24 +61,56 @@ fn needed() -> BTreeSet<Grant> {
         .collect()
 }
 
-#[test]
-fn the_cluster_role_grants_exactly_what_the_operator_uses() {
-    let granted = granted_by_manifest();
-    let needed = needed();
+fn assert_exact(file: &str, kind: &str, name: &str, needed: BTreeSet<Grant>) {
+    let granted = granted(file, kind, name);
     let missing: Vec<_> = needed.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&needed).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "k8s/rbac.yaml differs from operator/src/rbac.rs (group, resource, verb):\n  missing: {missing:?}\n  not used by the operator: {extra:?}"
+        "{file} {kind} {name} differs from operator/src/rbac.rs (group, resource, verb):\n  missing: {missing:?}\n  not used by the operator: {extra:?}"
+    );
+    for (group, resource, verb) in granted {
+        assert!(
+            group != "*" && resource != "*" && verb != "*",
+            "wildcard in {file}: {group} {resource} {verb}"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_wide_install_grants_exactly_what_the_operator_uses() {
+    let rules = CLUSTER_RULES.iter().chain(NAMESPACED_RULES);
+    assert_exact(
+        "k8s/rbac.yaml",
+        "ClusterRole",
+        "chatback-operator",
+        needed(rules),
     );
 }
 
 #[test]
-fn wildcards_are_not_used() {
-    for (group, resource, verb) in granted_by_manifest() {
-        assert!(
-            group != "*" && resource != "*" && verb != "*",
-            "wildcard in k8s/rbac.yaml: {group} {resource} {verb}"
-        );
-    }
+fn the_namespace_scoped_install_needs_no_cluster_wide_access_to_namespaced_objects() {
+    let file = "k8s/namespaced/rbac.yaml";
+    assert_exact(
+        file,
+        "ClusterRole",
+        "chatback-operator-crd",
+        needed(CLUSTER_RULES.iter()),
+    );
+    assert_exact(
+        file,
+        "Role",
+        "chatback-operator",
+        needed(NAMESPACED_RULES.iter()),
+    );
+}
+
+#[test]
+fn leader_election_has_its_own_role() {
+    assert_exact(
+        "k8s/base/leader-election.yaml",
+        "Role",
+        "chatback-operator-leader-election",
+        needed(LEASE_RULES.iter()),
+    );
 }

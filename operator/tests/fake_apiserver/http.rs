@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::merge;
 use super::resources::ResourceType;
-use super::store::{ApiError, Applier, Change, Part, Result, Selector};
+use super::store::{ApiError, Applier, Change, Part, Propagation, Result, Selector};
 use super::table;
 use super::validation;
 use super::{Request, Shared};
@@ -161,7 +161,7 @@ fn respond(
         (Method::POST, false, _) => create(&shared, &target, body),
         (Method::PUT, true, _) => replace(&shared, &target, body),
         (Method::PATCH, true, _) => patch(&shared, &target, &query, headers, body),
-        (Method::DELETE, true, _) => delete(&shared, &target),
+        (Method::DELETE, true, _) => delete(&shared, &target, &query, body),
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
@@ -418,9 +418,27 @@ fn patch(
     Ok((StatusCode::OK, updated))
 }
 
-fn delete(shared: &Shared, target: &Target) -> Reply {
+/// DELETE, with `propagationPolicy` from the DeleteOptions body (kube-rs,
+/// kubectl) or the query string.
+fn delete(
+    shared: &Shared,
+    target: &Target,
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Reply {
+    let options = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_body(body)?
+    };
+    let policy = options["propagationPolicy"]
+        .as_str()
+        .or(query.get("propagationPolicy").map(String::as_str))
+        .map(Propagation::parse)
+        .transpose()?
+        .unwrap_or_default();
     let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-    let object = store.delete(&target.rt, ns(target), name(target))?;
+    let object = store.delete(&target.rt, ns(target), name(target), policy)?;
     Ok((StatusCode::OK, object))
 }
 
@@ -467,8 +485,7 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: HashMap<String, Stri
                 events.extend(
                     backlog
                         .iter()
-                        .filter(|c| relevant(c, &target, &selector))
-                        .map(|c| event_json(c)),
+                        .filter_map(|c| event_for(c, &target, &selector)),
                 );
                 (events, receiver)
             }
@@ -509,8 +526,8 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: HashMap<String, Stri
                     Err(RecvError::Lagged(_) | RecvError::Closed) => return,
                 },
             };
-            if relevant(&change, &target, &selector) {
-                let line = Bytes::from(format!("{}\n", event_json(&change)));
+            if let Some(event) = event_for(&change, &target, &selector) {
+                let line = Bytes::from(format!("{event}\n"));
                 if sender.send(Ok(line)).await.is_err() {
                     return;
                 }
@@ -524,18 +541,28 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: HashMap<String, Stri
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn relevant(change: &Change, target: &Target, selector: &Selector) -> bool {
-    change.group == target.rt.group
+/// The event a watch on `target` with `selector` sees for `change`, if any.
+/// As on the real server, an object that stops matching the selector is
+/// DELETED for that watch, and one that starts matching is ADDED.
+fn event_for(change: &Change, target: &Target, selector: &Selector) -> Option<Value> {
+    let ours = change.group == target.rt.group
         && change.plural == target.rt.plural
         && target
             .namespace
             .as_deref()
-            .is_none_or(|n| n == change.namespace)
-        && selector.matches(&change.object)
-}
-
-fn event_json(change: &Change) -> Value {
-    json!({"type": change.type_, "object": change.object})
+            .is_none_or(|n| n == change.namespace);
+    if !ours {
+        return None;
+    }
+    let matches_now = selector.matches(&change.object);
+    let matched_before = change.old.as_ref().is_some_and(|o| selector.matches(o));
+    let type_ = match (change.type_, matched_before, matches_now) {
+        ("MODIFIED", true, false) => "DELETED",
+        ("MODIFIED", false, true) => "ADDED",
+        (type_, _, true) => type_,
+        _ => return None,
+    };
+    Some(json!({"type": type_, "object": change.object}))
 }
 
 /// `/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`.
@@ -651,4 +678,51 @@ fn openapi_group_version(types: &[ResourceType], group: &str, version: &str) -> 
         "info": {"title": "Kubernetes (fake)", "version": "v1.33.0"},
         "paths": paths,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_apiserver::store::Store;
+
+    fn change(type_: &'static str, old: Option<&str>, new: &str) -> Change {
+        let object = |app: &str| json!({"metadata": {"name": "a", "labels": {"app": app}}});
+        Change {
+            rv: 2,
+            group: String::new(),
+            plural: "configmaps".into(),
+            namespace: "ns".into(),
+            type_,
+            object: object(new),
+            old: old.map(object),
+        }
+    }
+
+    #[test]
+    fn a_selector_watch_sees_objects_leave_and_enter_its_selection() {
+        let store = Store::new();
+        let target = Target {
+            rt: store.resource("", "v1", "configmaps").unwrap(),
+            namespace: Some("ns".into()),
+            name: None,
+            subresource: None,
+        };
+        let selector = Selector::parse(Some("app=x"), None).unwrap();
+        let seen = |c: Change| event_for(&c, &target, &selector).map(|e| e["type"].clone());
+        assert_eq!(
+            seen(change("MODIFIED", Some("x"), "y")),
+            Some(json!("DELETED"))
+        );
+        assert_eq!(
+            seen(change("MODIFIED", Some("y"), "x")),
+            Some(json!("ADDED"))
+        );
+        assert_eq!(
+            seen(change("MODIFIED", Some("x"), "x")),
+            Some(json!("MODIFIED"))
+        );
+        assert_eq!(seen(change("MODIFIED", Some("y"), "z")), None);
+        assert_eq!(seen(change("ADDED", None, "y")), None);
+        assert_eq!(seen(change("DELETED", None, "x")), Some(json!("DELETED")));
+    }
 }

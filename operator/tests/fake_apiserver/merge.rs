@@ -6,8 +6,11 @@
 //! configuration into the live object and removes the fields the manager
 //! applied before but no longer does (unless another manager also applies
 //! them). Fields two managers apply with different values conflict, unless
-//! the apply is forced. Lists are atomic, which is exact for every list the
-//! operator writes (it is their only writer).
+//! the apply is forced. The lists Kubernetes declares `x-kubernetes-list-type:
+//! map` (containers, env, ports, volumes, volumeMounts, ...) are merged per
+//! element by their key, so two managers can each own their own container or
+//! env var; other lists are atomic. Paths into a map-list name the element as
+//! `[key=value]`.
 
 use serde_json::{Map, Value};
 
@@ -49,12 +52,64 @@ fn walk(value: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
                 prefix.pop();
             }
         }
+        Value::Array(items) if !items.is_empty() => {
+            match prefix.last().and_then(|field| list_key(field, items)) {
+                Some(key) => {
+                    for item in items {
+                        prefix.push(element(key, item));
+                        walk(item, prefix, out);
+                        prefix.pop();
+                    }
+                }
+                None => out.push(prefix.clone()),
+            }
+        }
         _ => out.push(prefix.clone()),
     }
 }
 
+/// The key of a list merged per element (`x-kubernetes-list-type: map` in
+/// the Kubernetes API), by the list's field name; None for an atomic list, or
+/// one whose elements lack the key.
+fn list_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    let key = match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets" => "name",
+        "volumeMounts" => "mountPath",
+        "ports" if items.iter().all(|i| i.get("containerPort").is_some()) => "containerPort",
+        "ports" => "port",
+        _ => return None,
+    };
+    items
+        .iter()
+        .all(|i| i.get(key).is_some_and(|k| !k.is_null()))
+        .then_some(key)
+}
+
+/// The path segment naming a map-list element: `[key=value]`.
+fn element(key: &str, item: &Value) -> String {
+    let value = &item[key];
+    let text = value
+        .as_str()
+        .map_or_else(|| value.to_string(), String::from);
+    format!("[{key}={text}]")
+}
+
+/// The index of the element a `[key=value]` segment names in `items`.
+fn find_element(items: &[Value], segment: &str) -> Option<usize> {
+    let (key, _) = segment.strip_prefix('[')?.split_once('=')?;
+    items.iter().position(|item| element(key, item) == segment)
+}
+
 pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, key| v.get(key))
+    path.iter().try_fold(value, |v, key| match v {
+        Value::Array(items) => items.get(find_element(items, key)?),
+        _ => v.get(key),
+    })
 }
 
 fn remove_path(value: &mut Value, path: &[String]) {
@@ -63,26 +118,52 @@ fn remove_path(value: &mut Value, path: &[String]) {
     };
     let mut current = value;
     for key in parents {
-        match current.get_mut(key) {
+        let next = match current {
+            Value::Array(items) => match find_element(items, key) {
+                Some(i) => items.get_mut(i),
+                None => None,
+            },
+            other => other.get_mut(key),
+        };
+        match next {
             Some(next) => current = next,
             None => return,
         }
     }
-    if let Value::Object(map) = current {
-        map.remove(last);
+    match current {
+        Value::Object(map) => {
+            map.remove(last);
+        }
+        Value::Array(items) => {
+            if let Some(i) = find_element(items, last) {
+                items.remove(i);
+            }
+        }
+        _ => {}
     }
 }
 
-/// Objects merge recursively; anything else replaces.
-fn deep_merge(target: &mut Value, source: &Value) {
+/// Objects merge recursively, map-lists per element by key; anything else replaces.
+fn deep_merge(target: &mut Value, source: &Value, field: &str) {
     match (target, source) {
         (Value::Object(t), Value::Object(s)) => {
             for (key, value) in s {
                 match t.get_mut(key) {
-                    Some(existing) => deep_merge(existing, value),
+                    Some(existing) => deep_merge(existing, value, key),
                     None => {
                         t.insert(key.clone(), value.clone());
                     }
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(s))
+            if list_key(field, t).is_some() && list_key(field, s) == list_key(field, t) =>
+        {
+            let key = list_key(field, s).unwrap_or_default();
+            for item in s {
+                match find_element(t, &element(key, item)) {
+                    Some(i) => deep_merge(&mut t[i], item, ""),
+                    None => t.push(item.clone()),
                 }
             }
         }
@@ -114,16 +195,41 @@ pub fn server_side_apply(
     applied: &Value,
     others: &[&Value],
 ) {
+    let owned = |path: &[String]| {
+        get_path(applied, path).is_some() || others.iter().any(|o| get_path(o, path).is_some())
+    };
     if let Some(previous) = previous {
         for path in leaf_paths(previous) {
-            let still_applied = get_path(applied, &path).is_some();
-            let applied_by_other = others.iter().any(|o| get_path(o, &path).is_some());
-            if !still_applied && !applied_by_other {
-                remove_path(live, &path);
+            if owned(&path) {
+                continue;
             }
+            // A map-list element nobody applies any more goes whole, not field by field.
+            let element_end = (1..=path.len())
+                .find(|&end| path[end - 1].starts_with('[') && !owned(&path[..end]));
+            remove_path(live, &path[..element_end.unwrap_or(path.len())]);
         }
     }
-    deep_merge(live, applied);
+    deep_merge(live, applied, "");
+}
+
+/// Drops from an applied configuration every field whose live value is no
+/// longer what it applied (another writer took the field over).
+pub fn release_changed(config: &mut Value, live: &Value) {
+    for path in leaf_paths(config) {
+        if path.is_empty()
+            || path
+                .first()
+                .is_some_and(|k| k == "apiVersion" || k == "kind")
+        {
+            continue;
+        }
+        if path.len() == 2 && path[0] == "metadata" && path[1] == "name" {
+            continue;
+        }
+        if get_path(live, &path) != get_path(config, &path) {
+            remove_path(config, &path);
+        }
+    }
 }
 
 /// Splits `.spec.server.replicas` into its keys.
@@ -177,6 +283,53 @@ mod tests {
         let previous = json!({"spec": {"a": 1, "b": 2}});
         server_side_apply(&mut live, Some(&previous), &json!({"spec": {"a": 5}}), &[]);
         assert_eq!(live, json!({"spec": {"a": 5}, "status": {"x": 1}}));
+    }
+
+    #[test]
+    fn map_lists_merge_by_key_between_managers() {
+        let operator = json!({"spec": {"containers": [
+            {"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
+        ]}});
+        let injector = json!({"spec": {"containers": [{"name": "sidecar", "image": "s:1"}]}});
+        let mut live = json!({});
+        server_side_apply(&mut live, None, &operator, &[]);
+        server_side_apply(&mut live, None, &injector, &[&operator]);
+        // The operator drops env A and adds B: its own element changes, the sidecar stays.
+        let next = json!({"spec": {"containers": [
+            {"name": "app", "image": "a:2", "env": [{"name": "B", "value": "2"}], "ports": [{"containerPort": 80}]},
+        ]}});
+        server_side_apply(&mut live, Some(&operator), &next, &[&injector]);
+        assert_eq!(
+            live,
+            json!({"spec": {"containers": [
+                {"name": "app", "image": "a:2", "env": [{"name": "B", "value": "2"}], "ports": [{"containerPort": 80}]},
+                {"name": "sidecar", "image": "s:1"},
+            ]}})
+        );
+        let path = json_path("spec.containers")
+            .into_iter()
+            .chain(["[name=sidecar]".to_string(), "image".to_string()])
+            .collect::<Vec<_>>();
+        assert_eq!(get_path(&live, &path), Some(&json!("s:1")));
+        assert!(
+            conflicts(&next, &[("injector", &injector)]).is_empty(),
+            "different elements never conflict"
+        );
+        let rival = json!({"spec": {"containers": [{"name": "app", "image": "a:9"}]}});
+        assert_eq!(conflicts(&next, &[("rival", &rival)]).len(), 1);
+    }
+
+    #[test]
+    fn atomic_lists_are_replaced_whole() {
+        let mut live = json!({"spec": {"args": ["a", "b"]}});
+        let previous = live.clone();
+        server_side_apply(
+            &mut live,
+            Some(&previous),
+            &json!({"spec": {"args": ["c"]}}),
+            &[],
+        );
+        assert_eq!(live, json!({"spec": {"args": ["c"]}}));
     }
 
     #[test]

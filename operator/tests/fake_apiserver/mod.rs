@@ -5,12 +5,19 @@
 //! 127.0.0.1 that kube::Client (and kubectl) reach through an ordinary
 //! kubeconfig. It is generic (any resource type, including CRDs applied to
 //! it) and models the API machinery the operator depends on: list, watch with
-//! resourceVersion, get, create, server-side apply, merge and JSON patch,
-//! delete with finalizers and ownerReference garbage collection, the status
-//! and scale subresources, generation bumps, discovery, OpenAPI v3 stubs and
-//! Table output for kubectl, and admission of custom resources against their
-//! CRD schema (structural rules and CEL, see [`validation`]). A fake kubelet
-//! ([`kubelet`]) plays the workload controllers' part by filling in status.
+//! resourceVersion (an object that stops matching a label selector is DELETED
+//! for that watch), get, create, server-side apply (with field ownership and
+//! map-lists merged by key, see [`merge`]), merge and JSON patch, delete with
+//! finalizers, `propagationPolicy` (Background, Foreground, Orphan) and
+//! ownerReference garbage collection, the status and scale subresources,
+//! generation bumps, the immutable fields of built-in kinds (StatefulSet
+//! volumeClaimTemplates, selector, serviceName; Deployment selector; claim
+//! specs), discovery, OpenAPI v3 stubs and Table output for kubectl, and
+//! admission of custom resources against their CRD schema (structural rules
+//! and CEL with transition rules, see [`validation`]). A fake kubelet
+//! ([`kubelet`]) plays the workload controllers' part by filling in status,
+//! rollouts included: an image marked broken never gets ready, and its
+//! Deployment reports `ProgressDeadlineExceeded`.
 //!
 //! Faults can be injected per verb and resource, to test retries.
 
@@ -22,6 +29,7 @@ pub mod store;
 pub mod table;
 pub mod validation;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +66,8 @@ pub struct Shared {
     pub store: Mutex<Store>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<Request>>,
+    /// Images whose pods never become ready (see [`kubelet`]).
+    pub broken_images: Mutex<BTreeSet<String>>,
     pub shutdown: CancellationToken,
 }
 
@@ -96,6 +106,7 @@ impl FakeApiServer {
             store: Mutex::new(Store::new()),
             faults: Mutex::default(),
             requests: Mutex::default(),
+            broken_images: Mutex::default(),
             shutdown: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -189,6 +200,16 @@ impl FakeApiServer {
         self.objects(group, plural, namespace)
             .into_iter()
             .find(|o| o["metadata"]["name"] == name)
+    }
+
+    /// Makes pods running `image` never become ready, as a crash loop would.
+    pub fn break_image(&self, image: &str) {
+        let mut broken = self
+            .shared
+            .broken_images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        broken.insert(image.to_string());
     }
 
     pub fn set_pods_ready(&self, ready: bool) {

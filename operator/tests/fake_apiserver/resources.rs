@@ -161,6 +161,15 @@ impl ResourceType {
                 "ClusterRoleBinding",
                 false,
             ),
+            Self::builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
+            Self::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "rolebindings",
+                "RoleBinding",
+                true,
+            ),
+            Self::builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
         ]
     }
 

@@ -89,7 +89,38 @@ pub struct Change {
     pub namespace: String,
     pub type_: &'static str,
     pub object: Value,
+    /// The object before a MODIFIED change, so a watch with a label selector
+    /// can tell an object that stopped matching (DELETED) or started (ADDED).
+    pub old: Option<Value>,
 }
+
+/// DELETE's `propagationPolicy`: what happens to the object's dependents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// The object goes now; the garbage collector deletes the dependents after.
+    #[default]
+    Background,
+    /// The dependents go first (the owner waits with a `foregroundDeletion` finalizer).
+    Foreground,
+    /// The dependents stay, their ownerReferences to the object removed.
+    Orphan,
+}
+
+impl Propagation {
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "Background" => Ok(Self::Background),
+            "Foreground" => Ok(Self::Foreground),
+            "Orphan" => Ok(Self::Orphan),
+            other => Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Background\", \"Foreground\", \"Orphan\""
+            ))),
+        }
+    }
+}
+
+/// The finalizer the API server adds for a foreground deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// Which part of an object a write may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +232,22 @@ impl Selector {
     }
 }
 
+/// A Secret's write-only `stringData` is merged into `data` (base64), as the
+/// real registry does: it is never stored or returned.
+fn merge_string_data(secret: &mut Value) {
+    let Some(Value::Object(strings)) = secret.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !secret["data"].is_object() {
+        secret["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let bytes = k8s_openapi::ByteString(value.as_str().unwrap_or_default().as_bytes().to_vec());
+        secret["data"][key] = serde_json::to_value(bytes).unwrap_or_default();
+    }
+}
+
 fn now() -> String {
     Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
@@ -292,7 +339,14 @@ impl Store {
         Ok((backlog, self.tx.subscribe()))
     }
 
-    fn emit(&mut self, rt: &ResourceType, namespace: &str, type_: &'static str, object: Value) {
+    fn emit(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        type_: &'static str,
+        object: Value,
+        old: Option<Value>,
+    ) {
         let change = Arc::new(Change {
             rv: self.rv,
             group: rt.group.clone(),
@@ -300,6 +354,7 @@ impl Store {
             namespace: namespace.to_string(),
             type_,
             object,
+            old,
         });
         if self.log.len() == LOG_LEN {
             self.log.pop_front();
@@ -404,6 +459,9 @@ impl Store {
 
     /// Registry hooks run on every stored version of an object.
     fn prepare(&mut self, rt: &ResourceType, object: &mut Value) {
+        if rt.group.is_empty() && rt.plural == "secrets" {
+            merge_string_data(object);
+        }
         if let Some(schema) = &rt.schema {
             apply_defaults(object, schema);
         }
@@ -442,7 +500,7 @@ impl Store {
                 applied: BTreeMap::new(),
             },
         );
-        self.emit(rt, namespace, "ADDED", object.clone());
+        self.emit(rt, namespace, "ADDED", object.clone(), None);
         Ok(object)
     }
 
@@ -462,10 +520,20 @@ impl Store {
                 "fieldManager is required for apply requests",
             ));
         }
-        if config["metadata"]["name"].as_str() != Some(name) {
-            return Err(ApiError::bad_request(
-                "the name of the object does not match the name in the URL",
-            ));
+        // As on the real server, a body without a name takes the URL's.
+        match config["metadata"]["name"].as_str() {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(
+                    "the name of the object does not match the name in the URL",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if !config["metadata"].is_object() {
+                    config["metadata"] = json!({});
+                }
+                config["metadata"]["name"] = json!(name);
+            }
         }
         for field in [
             "uid",
@@ -525,7 +593,10 @@ impl Store {
         Ok((object, false))
     }
 
-    /// Any other write: `change` edits a copy of the live object.
+    /// Any other write: `change` edits a copy of the live object. As with
+    /// server-side apply's field ownership, an appliers' field that this write
+    /// changes (or removes) is no longer theirs: it stops conflicting with, and
+    /// being removed by, their later applies.
     pub fn update(
         &mut self,
         rt: &ResourceType,
@@ -536,7 +607,13 @@ impl Store {
     ) -> Result<Value> {
         let mut updated = self.get(rt, namespace, name)?;
         change(&mut updated)?;
-        self.commit(rt, namespace, name, updated, part)
+        let object = self.commit(rt, namespace, name, updated, part)?;
+        if let Some(stored) = self.objects.get_mut(&Self::key(rt, namespace, name)) {
+            for config in stored.applied.values_mut() {
+                merge::release_changed(config, &object);
+            }
+        }
+        Ok(object)
     }
 
     /// Stores a changed object: keeps server-owned metadata, confines the write
@@ -612,6 +689,9 @@ impl Store {
         }
         self.prepare(rt, &mut new);
         validation::admit(rt, &mut new, Some(&old))?;
+        if part == Part::Main {
+            validation::immutable(rt, &new, &old)?;
+        }
         if new == old {
             return Ok(old);
         }
@@ -638,33 +718,139 @@ impl Store {
         if deleting && !finalizers_left {
             self.remove(rt, namespace, name);
         } else {
-            self.emit(rt, namespace, "MODIFIED", new.clone());
+            self.emit(rt, namespace, "MODIFIED", new.clone(), Some(old));
         }
         Ok(new)
     }
 
-    /// DELETE: marks objects with finalizers, removes the others, then lets the
-    /// garbage collector cascade over ownerReferences.
-    pub fn delete(&mut self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value> {
+    /// DELETE: orphans or deletes the dependents as `propagation` says, then
+    /// marks an object with finalizers (deletionTimestamp) or removes it.
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> Result<Value> {
         let key = Self::key(rt, namespace, name);
         let object = self.get(rt, namespace, name)?;
-        let has_finalizers = object["metadata"]["finalizers"]
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match propagation {
+            Propagation::Background => {}
+            Propagation::Orphan => self.orphan_dependents(&uid),
+            // The garbage collector deletes the dependents before the owner;
+            // this fake's collector is synchronous, so they are gone (or
+            // terminating) before the owner is even marked.
+            Propagation::Foreground => self.collect_dependents(&uid),
+        }
+        let object = self.get(rt, namespace, name)?;
+        let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
             .as_array()
-            .is_some_and(|f| !f.is_empty());
-        if !has_finalizers {
+            .cloned()
+            .unwrap_or_default();
+        if propagation == Propagation::Foreground
+            && self.has_dependents(&uid)
+            && !finalizers.contains(&json!(FOREGROUND_FINALIZER))
+        {
+            finalizers.push(json!(FOREGROUND_FINALIZER));
+        }
+        if finalizers.is_empty() {
             return Ok(self.remove(rt, namespace, name).unwrap_or(object));
         }
-        if object["metadata"].get("deletionTimestamp").is_some() {
+        if object["metadata"].get("deletionTimestamp").is_some()
+            && object["metadata"]["finalizers"] == json!(finalizers)
+        {
             return Ok(object);
         }
-        let mut marked = object;
-        marked["metadata"]["deletionTimestamp"] = json!(now());
+        let mut marked = object.clone();
+        if marked["metadata"].get("deletionTimestamp").is_none() {
+            marked["metadata"]["deletionTimestamp"] = json!(now());
+        }
+        marked["metadata"]["finalizers"] = json!(finalizers);
         marked["metadata"]["resourceVersion"] = json!(self.next_rv());
         if let Some(stored) = self.objects.get_mut(&key) {
             stored.object = marked.clone();
         }
-        self.emit(rt, namespace, "MODIFIED", marked.clone());
+        self.emit(rt, namespace, "MODIFIED", marked.clone(), Some(object));
         Ok(marked)
+    }
+
+    fn owned_by(object: &Value, uid: &str) -> bool {
+        object["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+    }
+
+    fn has_dependents(&self, uid: &str) -> bool {
+        self.objects
+            .values()
+            .any(|s| Self::owned_by(&s.object, uid))
+    }
+
+    /// The type, namespace and name of every object `uid` owns.
+    fn dependents_of(&self, uid: &str) -> Vec<(ResourceType, String, String)> {
+        self.objects
+            .iter()
+            .filter(|(_, s)| Self::owned_by(&s.object, uid))
+            .filter_map(|((group, plural, namespace, name), _)| {
+                let rt = self.type_of(group, plural)?;
+                Some((rt, namespace.clone(), name.clone()))
+            })
+            .collect()
+    }
+
+    /// Removes the ownerReferences to `uid` from every dependent.
+    fn orphan_dependents(&mut self, uid: &str) {
+        for (rt, namespace, name) in self.dependents_of(uid) {
+            let _ = self.update(&rt, &namespace, &name, Part::Main, |o| {
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"] != uid);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Drops the `foregroundDeletion` finalizer of owners (listed in
+    /// `object`'s ownerReferences) that have no dependents left.
+    fn finish_foreground(&mut self, object: &Value) {
+        let owner_uids: Vec<String> = object["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["uid"].as_str().map(String::from))
+            .collect();
+        for uid in owner_uids {
+            if self.has_dependents(&uid) {
+                continue;
+            }
+            let owner = self.objects.iter().find(|(_, s)| {
+                s.object["metadata"]["uid"] == uid.as_str()
+                    && s.object["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| f.contains(&json!(FOREGROUND_FINALIZER)))
+            });
+            let Some(((group, plural, namespace, name), _)) = owner else {
+                continue;
+            };
+            let (group, plural, namespace, name) = (
+                group.clone(),
+                plural.clone(),
+                namespace.clone(),
+                name.clone(),
+            );
+            if let Some(rt) = self.type_of(&group, &plural) {
+                let _ = self.update(&rt, &namespace, &name, Part::Main, |o| {
+                    if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
+                        f.retain(|f| f != FOREGROUND_FINALIZER);
+                    }
+                    Ok(())
+                });
+            }
+        }
     }
 
     /// Removes an object for good and collects its dependents.
@@ -672,7 +858,7 @@ impl Store {
         let stored = self.objects.remove(&Self::key(rt, namespace, name))?;
         let mut object = stored.object;
         object["metadata"]["resourceVersion"] = json!(self.next_rv());
-        self.emit(rt, namespace, "DELETED", object.clone());
+        self.emit(rt, namespace, "DELETED", object.clone(), None);
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             for gone in ResourceType::from_crd(&object) {
                 self.types
@@ -691,25 +877,14 @@ impl Store {
         if let Some(uid) = object["metadata"]["uid"].as_str() {
             self.collect_dependents(uid);
         }
+        self.finish_foreground(&object);
         Some(object)
     }
 
     /// The garbage collector: deletes every object owned by `uid`.
     fn collect_dependents(&mut self, uid: &str) {
-        let dependents: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, s)| {
-                s.object["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (group, plural, namespace, name) in dependents {
-            if let Some(rt) = self.type_of(&group, &plural) {
-                let _ = self.delete(&rt, &namespace, &name);
-            }
+        for (rt, namespace, name) in self.dependents_of(uid) {
+            let _ = self.delete(&rt, &namespace, &name, Propagation::Background);
         }
     }
 
@@ -790,5 +965,313 @@ impl Store {
             Ok(())
         })?;
         self.scale(rt, namespace, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::new()
+    }
+
+    fn rt(store: &Store, group: &str, version: &str, plural: &str) -> ResourceType {
+        store
+            .resource(group, version, plural)
+            .expect("a built-in type")
+    }
+
+    fn config_map(name: &str, data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+    }
+
+    fn owned(kind_body: Value, owner: &Value) -> Value {
+        let mut body = kind_body;
+        body["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+        }]);
+        body
+    }
+
+    fn stateful_set(name: &str, size: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "serviceName": name,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": size}}}}],
+            },
+        })
+    }
+
+    fn apply(store: &mut Store, rt: &ResourceType, body: Value) -> Result<Value> {
+        let name = body["metadata"]["name"].as_str().unwrap().to_string();
+        let applier = Applier {
+            manager: "test",
+            force: true,
+        };
+        store
+            .apply(rt, "ns", &name, body, applier, Part::Main)
+            .map(|(o, _)| o)
+    }
+
+    #[test]
+    fn create_fills_in_what_the_server_owns() {
+        let mut s = store();
+        let cm = rt(&s, "", "v1", "configmaps");
+        let created = s
+            .create(&cm, "ns", config_map("a", json!({"k": "v"})))
+            .unwrap();
+        let meta = &created["metadata"];
+        assert_eq!(meta["namespace"], "ns");
+        assert_eq!(meta["generation"], 1);
+        assert!(meta["uid"].is_string() && meta["creationTimestamp"].is_string());
+        assert_eq!(s.get(&cm, "ns", "a").unwrap(), created);
+        let again = s.create(&cm, "ns", config_map("a", json!({}))).unwrap_err();
+        assert_eq!((again.code, again.reason), (409, "AlreadyExists"));
+        assert_eq!(s.get(&cm, "other", "a").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn an_unchanged_write_is_a_no_op_and_a_spec_change_bumps_generation() {
+        let mut s = store();
+        let sts = rt(&s, "apps", "v1", "statefulsets");
+        let first = apply(&mut s, &sts, stateful_set("db", "1Gi")).unwrap();
+        let rv = s.resource_version();
+        let same = apply(&mut s, &sts, stateful_set("db", "1Gi")).unwrap();
+        assert_eq!(same, first);
+        assert_eq!(s.resource_version(), rv, "no write, no new resourceVersion");
+        let mut scaled = stateful_set("db", "1Gi");
+        scaled["spec"]["replicas"] = json!(2);
+        assert_eq!(
+            apply(&mut s, &sts, scaled).unwrap()["metadata"]["generation"],
+            2
+        );
+        let status = s
+            .update(&sts, "ns", "db", Part::Status, |o| {
+                o["status"] = json!({"readyReplicas": 2});
+                o["spec"]["replicas"] = json!(9);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            status["metadata"]["generation"], 2,
+            "status writes keep generation"
+        );
+        assert_eq!(
+            status["spec"]["replicas"], 2,
+            "a status write cannot change the spec"
+        );
+    }
+
+    #[test]
+    fn a_stale_resource_version_conflicts() {
+        let mut s = store();
+        let cm = rt(&s, "", "v1", "configmaps");
+        s.create(&cm, "ns", config_map("a", json!({}))).unwrap();
+        let error = s
+            .update(&cm, "ns", "a", Part::Main, |o| {
+                o["metadata"]["resourceVersion"] = json!("1");
+                o["data"] = json!({"k": "v"});
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!((error.code, error.reason), (409, "Conflict"));
+    }
+
+    #[test]
+    fn stateful_set_claim_templates_selector_and_service_name_are_immutable() {
+        let mut s = store();
+        let sts = rt(&s, "apps", "v1", "statefulsets");
+        apply(&mut s, &sts, stateful_set("db", "1Gi")).unwrap();
+        let bigger = apply(&mut s, &sts, stateful_set("db", "5Gi")).unwrap_err();
+        assert_eq!(bigger.code, 422);
+        assert!(
+            bigger.message.contains("spec: Forbidden"),
+            "{}",
+            bigger.message
+        );
+        for (field, value) in [
+            ("serviceName", json!("other")),
+            ("selector", json!({"matchLabels": {"app": "x"}})),
+        ] {
+            let mut changed = stateful_set("db", "1Gi");
+            changed["spec"][field] = value;
+            assert_eq!(
+                apply(&mut s, &sts, changed).unwrap_err().code,
+                422,
+                "{field}"
+            );
+        }
+        let mut new_image = stateful_set("db", "1Gi");
+        new_image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i:2");
+        new_image["spec"]["replicas"] = json!(3);
+        apply(&mut s, &sts, new_image).expect("template and replicas may change");
+    }
+
+    #[test]
+    fn deployment_selector_is_immutable() {
+        let mut s = store();
+        let deploy = rt(&s, "apps", "v1", "deployments");
+        let body = |app: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                "spec": {"selector": {"matchLabels": {"app": app}}, "template": {}}})
+        };
+        apply(&mut s, &deploy, body("a")).unwrap();
+        let error = apply(&mut s, &deploy, body("b")).unwrap_err();
+        assert_eq!(error.code, 422);
+        assert!(error.message.contains("spec.selector"), "{}", error.message);
+    }
+
+    #[test]
+    fn finalizers_hold_a_deleted_object_until_removed() {
+        let mut s = store();
+        let cm = rt(&s, "", "v1", "configmaps");
+        let mut body = config_map("a", json!({}));
+        body["metadata"]["finalizers"] = json!(["x/y"]);
+        s.create(&cm, "ns", body).unwrap();
+        let marked = s.delete(&cm, "ns", "a", Propagation::Background).unwrap();
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert!(s.get(&cm, "ns", "a").is_ok());
+        s.update(&cm, "ns", "a", Part::Main, |o| {
+            o["metadata"]["finalizers"] = json!([]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.get(&cm, "ns", "a").unwrap_err().code, 404);
+    }
+
+    /// An owner holding a finalizer, and one dependent.
+    fn owner_and_dependent(s: &mut Store) -> ResourceType {
+        let cm = rt(s, "", "v1", "configmaps");
+        let mut body = config_map("owner", json!({}));
+        body["metadata"]["finalizers"] = json!(["x/cleanup"]);
+        let owner = s.create(&cm, "ns", body).unwrap();
+        s.create(&cm, "ns", owned(config_map("dep", json!({})), &owner))
+            .unwrap();
+        cm
+    }
+
+    #[test]
+    fn background_deletion_collects_dependents_after_the_owner() {
+        let mut s = store();
+        let cm = owner_and_dependent(&mut s);
+        s.delete(&cm, "ns", "owner", Propagation::Background)
+            .unwrap();
+        assert!(
+            s.get(&cm, "ns", "dep").is_ok(),
+            "the owner still exists (finalizer)"
+        );
+        s.update(&cm, "ns", "owner", Part::Main, |o| {
+            o["metadata"]["finalizers"] = json!([]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.get(&cm, "ns", "dep").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn foreground_deletion_removes_dependents_first() {
+        let mut s = store();
+        let cm = owner_and_dependent(&mut s);
+        let marked = s
+            .delete(&cm, "ns", "owner", Propagation::Foreground)
+            .unwrap();
+        assert_eq!(s.get(&cm, "ns", "dep").unwrap_err().code, 404);
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(marked["metadata"]["finalizers"], json!(["x/cleanup"]));
+    }
+
+    #[test]
+    fn orphan_deletion_keeps_dependents_without_the_reference() {
+        let mut s = store();
+        let cm = owner_and_dependent(&mut s);
+        s.delete(&cm, "ns", "owner", Propagation::Orphan).unwrap();
+        s.update(&cm, "ns", "owner", Part::Main, |o| {
+            o["metadata"]["finalizers"] = json!([]);
+            Ok(())
+        })
+        .unwrap();
+        let dep = s.get(&cm, "ns", "dep").expect("orphaned, not deleted");
+        assert_eq!(dep["metadata"]["ownerReferences"], json!([]));
+    }
+
+    #[test]
+    fn watches_resume_from_recent_versions_and_modified_carries_the_old_object() {
+        let mut s = store();
+        let cm = rt(&s, "", "v1", "configmaps");
+        let start = s.resource_version();
+        s.create(&cm, "ns", config_map("a", json!({"k": "1"})))
+            .unwrap();
+        s.update(&cm, "ns", "a", Part::Main, |o| {
+            o["data"]["k"] = json!("2");
+            Ok(())
+        })
+        .unwrap();
+        let (backlog, _) = s.watch(start).unwrap();
+        let types: Vec<&str> = backlog.iter().map(|c| c.type_).collect();
+        assert_eq!(types, ["ADDED", "MODIFIED"]);
+        assert_eq!(backlog[1].old.as_ref().unwrap()["data"]["k"], "1");
+        assert!(s.watch(s.resource_version()).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_field_another_writer_changed_is_no_longer_the_appliers() {
+        let mut s = store();
+        let cm = rt(&s, "", "v1", "configmaps");
+        let applier = |manager| Applier {
+            manager,
+            force: false,
+        };
+        let body = config_map("a", json!({"holder": "x"}));
+        s.apply(&cm, "ns", "a", body, applier("one"), Part::Main)
+            .unwrap();
+        let taken = config_map("a", json!({"holder": "y"}));
+        let conflict = s
+            .apply(&cm, "ns", "a", taken.clone(), applier("two"), Part::Main)
+            .unwrap_err();
+        assert_eq!(conflict.code, 409);
+        s.update(&cm, "ns", "a", Part::Main, |o| {
+            o["data"] = json!({});
+            Ok(())
+        })
+        .unwrap();
+        s.apply(&cm, "ns", "a", taken, applier("two"), Part::Main)
+            .expect("nobody owns the removed field any more");
+    }
+
+    #[test]
+    fn secret_string_data_is_stored_as_data() {
+        let mut s = store();
+        let secrets = rt(&s, "", "v1", "secrets");
+        let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"a": "eA=="}, "stringData": {"b": "hello"}});
+        let stored = s.create(&secrets, "ns", body).unwrap();
+        assert_eq!(stored["data"], json!({"a": "eA==", "b": "aGVsbG8="}));
+        assert!(stored.get("stringData").is_none());
+    }
+
+    #[test]
+    fn selectors_parse_and_match() {
+        let object = json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"app": "x", "tier": "db"}}});
+        let matches = |labels: &str, fields: Option<&str>| {
+            Selector::parse(Some(labels), fields)
+                .unwrap()
+                .matches(&object)
+        };
+        assert!(matches("app=x,tier", None));
+        assert!(matches(
+            "app==x,tier!=web,!missing",
+            Some("metadata.name=a")
+        ));
+        assert!(!matches("app=y", None));
+        assert!(!matches("", Some("metadata.namespace=other")));
+        assert!(Selector::parse(Some("app in (x)"), None).is_err());
+        assert!(Selector::parse(None, Some("spec.x=1")).is_err());
     }
 }

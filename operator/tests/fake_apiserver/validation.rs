@@ -243,3 +243,72 @@ fn check_object(map: &Map<String, Value>, schema: &Value, path: &str, errors: &m
         }
     }
 }
+
+/// The StatefulSet spec fields an update may change; the real API server
+/// forbids changing any other (volumeClaimTemplates, selector, serviceName...).
+const STATEFULSET_MUTABLE: &[&str] = &[
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
+/// The immutable fields of built-in kinds, as the real registry checks them
+/// on update: a changed one is rejected whole with 422 Invalid.
+pub fn immutable(rt: &ResourceType, new: &Value, old: &Value) -> Result<(), ApiError> {
+    let name = new["metadata"]["name"].as_str().unwrap_or_default();
+    let invalid = |detail: String| {
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {detail}"),
+        ))
+    };
+    let (new_spec, old_spec) = (&new["spec"], &old["spec"]);
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("apps", "statefulsets") => {
+            let frozen = |spec: &Value| -> Map<String, Value> {
+                spec.as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| !STATEFULSET_MUTABLE.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            if frozen(new_spec) != frozen(old_spec) {
+                return invalid(
+                    "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into(),
+                );
+            }
+        }
+        ("apps", "deployments") if new_spec["selector"] != old_spec["selector"] => {
+            return invalid(format!(
+                "spec.selector: Invalid value: {}: field is immutable",
+                new_spec["selector"]
+            ));
+        }
+        ("", "persistentvolumeclaims") => {
+            let without_requests = |spec: &Value| {
+                let mut spec = spec.clone();
+                if let Some(resources) = spec["resources"].as_object_mut() {
+                    resources.remove("requests");
+                }
+                spec
+            };
+            if without_requests(new_spec) != without_requests(old_spec) {
+                return invalid(
+                    "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into(),
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
