@@ -13,7 +13,7 @@ use clap::Parser;
 
 use crate::auth::Secret;
 use crate::endpoint::Endpoint;
-use crate::threshold::Threshold;
+use crate::threshold::{self, Threshold};
 
 /// The most clients one generator accepts; beyond this one process is the
 /// wrong tool (run several generators).
@@ -101,10 +101,18 @@ pub struct Args {
     pub threads: u16,
 
     /// Pass/fail rule such as 'delivery.p99<50ms' or 'missing==0'; may repeat.
-    /// Defaults: missing==0, duplicated==0, out_of_order==0 (a rule on the same
-    /// metric replaces its default); lost_acked==0 always applies.
+    /// Defaults: missing, duplicated, out_of_order, unacked, unsent,
+    /// connect_errors, duplicate_acks, seq_conflicts, stamp_conflicts all ==0
+    /// (a rule on the same metric replaces its default); lost_acked==0 always
+    /// applies. A latency rule on a histogram with no samples fails.
     #[arg(long = "threshold", value_name = "RULE", value_parser = Threshold::parse)]
     pub thresholds: Vec<Threshold>,
+
+    /// After the run, read every room's history over the REST API
+    /// (GET /api/rooms/{room}/messages on the first --url's host) and check
+    /// that every acked message is stored exactly once, with its body.
+    #[arg(long)]
+    pub verify_history: bool,
 
     /// Write the summary as JSON to this file ('-' for stdout, which then omits the table).
     #[arg(long, value_name = "FILE")]
@@ -191,6 +199,16 @@ impl Args {
             return Err(format!(
                 "--rooms {} exceeds --clients {}: every room needs at least one member",
                 self.rooms, self.clients
+            ));
+        }
+        if let Some(rule) = self
+            .thresholds
+            .iter()
+            .find(|t| threshold::needs_history(&t.metric) && !self.verify_history)
+        {
+            return Err(format!(
+                "'{}' needs --verify-history (the history is read only then)",
+                rule.rule
             ));
         }
         if self.source_ips.is_some() && self.urls.iter().any(|u| !u.is_loopback()) {

@@ -87,6 +87,24 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The HTTP base of the instance for its REST API: `ws` → `http`, `wss` →
+    /// `https`, without the query; relative paths resolve next to the
+    /// WebSocket path (`ws://h/chat/ws` → `http://h/chat/api/...`).
+    pub fn http_base(&self) -> Result<Url, String> {
+        let mut url = self.url.clone();
+        let scheme = if url.scheme() == "wss" {
+            "https"
+        } else {
+            "http"
+        };
+        url.set_scheme(scheme)
+            .map_err(|()| format!("{} has no HTTP equivalent", self.url))?;
+        url.set_query(None);
+        Ok(url)
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.url.as_str())
@@ -136,5 +154,12 @@ mod tests {
                 .is_loopback()
         );
         assert!(Endpoint::parse("ws://[::1]:80/ws").unwrap().is_loopback());
+    }
+
+    #[test]
+    fn the_rest_api_sits_next_to_the_websocket_path() {
+        let e = Endpoint::parse("ws://localhost:9/chat/ws?x=1").unwrap();
+        let api = e.http_base().unwrap().join("api/rooms/r/messages").unwrap();
+        assert_eq!(api.as_str(), "http://localhost:9/chat/api/rooms/r/messages");
     }
 }

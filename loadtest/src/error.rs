@@ -32,6 +32,8 @@ pub enum LoadError {
     Runtime(#[source] std::io::Error),
     #[error("a generator thread panicked")]
     ShardPanicked,
+    #[error("--verify-history: {0}")]
+    History(#[from] crate::history::HistoryError),
     #[error("cannot write the JSON summary to {path}: {source}", path = .path.display())]
     Json {
         path: PathBuf,

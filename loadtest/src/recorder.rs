@@ -32,6 +32,8 @@ pub struct Counters {
     pub reconnect_failures: u64,
     /// `send` frames written.
     pub sent: u64,
+    /// Messages whose slot fell after the send window (`--duration`): not due.
+    pub after_window: u64,
     /// `ack` frames for our sends.
     pub acked: u64,
     /// `error` frames answering one of our sends (the message was not accepted).
@@ -55,6 +57,7 @@ impl Counters {
             reconnects,
             reconnect_failures,
             sent,
+            after_window,
             acked,
             rejected,
             messages,
@@ -68,6 +71,7 @@ impl Counters {
         self.reconnects += reconnects;
         self.reconnect_failures += reconnect_failures;
         self.sent += sent;
+        self.after_window += after_window;
         self.acked += acked;
         self.rejected += rejected;
         self.messages += messages;
@@ -112,6 +116,11 @@ pub struct Recorder {
     pub delivery: Histogram<u64>,
     /// Scheduled send → actual write (how late the generator itself was).
     pub send_lag: Histogram<u64>,
+    /// How long a task that became ready waited for its generator thread
+    /// (see `lag_probe`): the generator's own share of every receive time.
+    pub receive_lag: Histogram<u64>,
+    /// Samples of `ack` that are lower bounds for sends never answered.
+    pub ack_lower_bounds: u64,
     pub counters: Counters,
     /// Why first connections failed (`refused`, `timeout`, `http 404`, …).
     pub connect_errors: BTreeMap<String, u64>,
@@ -136,6 +145,8 @@ impl Default for Recorder {
             ack: latency_histogram(),
             delivery: latency_histogram(),
             send_lag: latency_histogram(),
+            receive_lag: latency_histogram(),
+            ack_lower_bounds: 0,
             counters: Counters::default(),
             connect_errors: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -186,11 +197,13 @@ impl Recorder {
             (&mut self.ack, &o.ack),
             (&mut self.delivery, &o.delivery),
             (&mut self.send_lag, &o.send_lag),
+            (&mut self.receive_lag, &o.receive_lag),
         ] {
             mine.add(theirs)
                 .expect("histograms with equal bounds always add");
         }
         self.counters.merge(&o.counters);
+        self.ack_lower_bounds += o.ack_lower_bounds;
         for (mine, theirs) in [
             (&mut self.connect_errors, &o.connect_errors),
             (&mut self.errors, &o.errors),

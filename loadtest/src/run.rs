@@ -7,7 +7,7 @@
 //! running, and the report says what was left unfinished.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
@@ -17,6 +17,7 @@ use crate::auth;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
+use crate::history;
 use crate::plan::{Plan, Target};
 use crate::progress::Progress;
 use crate::recorder::Recorder;
@@ -55,7 +56,7 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     for target in &plan.targets {
         probe(&plan, target, args.connect_timeout).await?;
     }
-    let rules = threshold::with_defaults(&args.thresholds);
+    let rules = threshold::with_defaults(&args.thresholds, args.verify_history);
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
 
@@ -91,12 +92,14 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         }
     }
     progress.finish();
+    let end_us = shared.micros(Instant::now());
     let elapsed_s = shared.origin.elapsed().as_secs_f64();
     let usage = Usage::now().since(&usage_start);
 
     let mut recorder = Recorder::default();
     let mut ledgers = vec![RoomLedger::default(); shared.plan.rooms as usize];
     let mut members = Vec::new();
+    let mut lost = Vec::new();
     for handle in handles {
         let result = handle.join().map_err(|_| LoadError::ShardPanicked)??;
         recorder.merge(&result.recorder);
@@ -105,13 +108,34 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             .zip(result.ledgers)
             .for_each(|(mine, theirs)| mine.merge(theirs));
         members.extend(result.members);
+        lost.extend(result.lost);
     }
-    let audit = audit::audit(&mut ledgers, members.iter().map(|(room, m)| (*room, m)));
+    // wrk2-style: what never happened enters the histograms as a lower bound.
+    for send in &lost {
+        let waited = end_us.saturating_sub(send.stamp.scheduled_us);
+        recorder.ack.saturating_record(waited);
+        recorder.ack_lower_bounds += 1;
+    }
+    let audit = audit::audit(
+        &mut ledgers,
+        members.iter().map(|(room, m)| (*room, m)),
+        &lost,
+        end_us,
+        &mut recorder.delivery,
+    );
+    let history = match args.verify_history {
+        true => {
+            let acked: Vec<_> = ledgers.iter().map(RoomLedger::acked_by_seq).collect();
+            Some(history::verify(&shared.plan, &acked).await?)
+        }
+        false => None,
+    };
     Ok(Summary::build(
         Inputs {
             plan: &shared.plan,
             recorder: &recorder,
             audit,
+            history,
             usage,
             threads,
             nofile_limit,

@@ -17,9 +17,10 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::task::{JoinHandle, LocalSet};
 
-use crate::audit::{Member, RoomLedger};
+use crate::audit::{LostSend, Member, RoomLedger};
 use crate::client;
 use crate::error::LoadError;
+use crate::lag_probe;
 use crate::recorder::{Recorder, latency_histogram};
 use crate::shared::Shared;
 
@@ -42,6 +43,8 @@ pub struct ShardResult {
     pub ledgers: Vec<RoomLedger>,
     /// (room index, member) of every client that ran.
     pub members: Vec<(usize, Member)>,
+    /// Sends never answered, and messages due but never sent.
+    pub lost: Vec<LostSend>,
 }
 
 /// Runs shard `index` of `threads` to completion on the calling thread.
@@ -57,20 +60,41 @@ pub fn run(shared: Arc<Shared>, index: usize, threads: usize) -> Result<ShardRes
         ledgers: RefCell::new(vec![RoomLedger::default(); shared.plan.rooms as usize]),
         shared,
     });
-    let members = LocalSet::new().block_on(&runtime, drive(shard.clone(), threads))?;
+    let outcomes = LocalSet::new().block_on(&runtime, drive(shard.clone(), threads))?;
     let shard = Rc::try_unwrap(shard).map_err(|_| LoadError::ShardPanicked)?;
+    let mut members = Vec::with_capacity(outcomes.len());
+    let mut lost = Vec::new();
+    for outcome in outcomes {
+        let room = outcome.room;
+        lost.extend(
+            outcome
+                .lost
+                .into_iter()
+                .map(|stamp| LostSend { room, stamp }),
+        );
+        members.push((room, outcome.member));
+    }
     Ok(ShardResult {
         recorder: shard.recorder.into_inner(),
         ledgers: shard.ledgers.into_inner(),
         members,
+        lost,
     })
 }
 
-async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<(usize, Member)>, LoadError> {
+async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<client::Outcome>, LoadError> {
     let shared = shard.shared.clone();
     let plan = &shared.plan;
     let publisher = tokio::task::spawn_local(publish(shard.clone()));
-    let mut handles: Vec<JoinHandle<(usize, Member)>> = Vec::new();
+    let probed = shard.clone();
+    let probe = tokio::task::spawn_local(lag_probe::run(move |us| {
+        probed
+            .recorder
+            .borrow_mut()
+            .receive_lag
+            .saturating_record(us);
+    }));
+    let mut handles: Vec<JoinHandle<client::Outcome>> = Vec::new();
     for batch in 0..plan.batches() {
         let start = shared.at(plan.start_of(batch * plan.batch_size));
         tokio::select! {
@@ -83,14 +107,16 @@ async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<(usize, Member)>,
             handles.push(tokio::task::spawn_local(client::run(shard.clone(), id)));
         }
     }
-    let mut members = Vec::with_capacity(handles.len());
+    let mut outcomes = Vec::with_capacity(handles.len());
     for handle in handles {
-        members.push(handle.await.map_err(|_| LoadError::ShardPanicked)?);
+        outcomes.push(handle.await.map_err(|_| LoadError::ShardPanicked)?);
     }
-    publisher.abort();
-    let _ = publisher.await;
+    for task in [publisher, probe] {
+        task.abort();
+        let _ = task.await;
+    }
     publish_now(&shard);
-    Ok(members)
+    Ok(outcomes)
 }
 
 async fn publish(shard: Rc<Shard>) {
