@@ -114,6 +114,12 @@ pub struct Args {
     #[arg(long)]
     pub verify_history: bool,
 
+    /// Write one JSON line per second of the run to this file: sent, acked,
+    /// delivered, errors, connects, reconnects and that second's delivery and
+    /// ack p50/p99 (created before the run, so a bad path fails at once).
+    #[arg(long, value_name = "FILE")]
+    pub timeseries: Option<PathBuf>,
+
     /// Write the summary as JSON to this file ('-' for stdout, which then omits the table).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

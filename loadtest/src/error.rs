@@ -34,6 +34,11 @@ pub enum LoadError {
     ShardPanicked,
     #[error("--verify-history: {0}")]
     History(#[from] crate::history::HistoryError),
+    #[error("cannot write the time series to {path}: {source}", path = .path.display())]
+    Timeseries {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the JSON summary to {path}: {source}", path = .path.display())]
     Json {
         path: PathBuf,

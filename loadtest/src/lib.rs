@@ -28,6 +28,7 @@ pub mod shared;
 pub mod stamp;
 pub mod sysres;
 pub mod threshold;
+pub mod timeseries;
 pub mod wire;
 
 pub use cli::Args;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::audit::AuditReport;
 use crate::history::HistoryReport;
 use crate::plan::Plan;
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, TargetLatency};
 use crate::sysres::Usage;
 use crate::threshold::{self, Threshold, Verdict};
 
@@ -26,6 +26,8 @@ pub struct Summary {
     pub messages: Messages,
     pub deliveries: Deliveries,
     pub latency_ms: Latencies,
+    /// The same latencies by instance, and delivery by path.
+    pub breakdown: Breakdown,
     pub audit: AuditReport,
     /// `--verify-history`: the acked messages checked against the stored
     /// history (`null` without the flag).
@@ -101,6 +103,25 @@ pub struct Latencies {
     pub delivery: LatencyStats,
     pub send_lag: LatencyStats,
     pub receive_lag: LatencyStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    /// One per `--url`, in order.
+    pub urls: Vec<UrlLatencies>,
+    /// Deliveries whose sender and receiver were connected to one instance.
+    pub same_instance: LatencyStats,
+    /// Deliveries from a sender on another instance (the broker's path).
+    pub cross_instance: LatencyStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlLatencies {
+    pub url: String,
+    /// Deliveries to the clients connected to this instance.
+    pub delivery: LatencyStats,
+    /// Acks to the senders connected to this instance.
+    pub ack: LatencyStats,
 }
 
 /// Milliseconds, from a histogram of microseconds.
@@ -260,6 +281,28 @@ impl Summary {
                 send_lag: LatencyStats::from_histogram(&rec.send_lag, 0),
                 receive_lag: LatencyStats::from_histogram(&rec.receive_lag, 0),
             },
+            breakdown: Breakdown {
+                urls: plan
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .map(|(index, target)| {
+                        let of = |pick: fn(&TargetLatency) -> &Histogram<u64>| {
+                            rec.by_target
+                                .get(index)
+                                .map(|t| LatencyStats::from_histogram(pick(t), 0))
+                                .unwrap_or_default()
+                        };
+                        UrlLatencies {
+                            url: target.endpoint.to_string(),
+                            delivery: of(|t| &t.delivery),
+                            ack: of(|t| &t.ack),
+                        }
+                    })
+                    .collect(),
+                same_instance: LatencyStats::from_histogram(&rec.same_instance, 0),
+                cross_instance: LatencyStats::from_histogram(&rec.cross_instance, 0),
+            },
             audit: i.audit,
             history: i.history,
             errors: rec.errors.clone(),
@@ -383,6 +426,14 @@ fn human_rate(v: f64) -> String {
     }
 }
 
+/// One row of the latency table.
+fn latency_row(name: &str, s: &LatencyStats) -> String {
+    format!(
+        "{:<13}{:>10}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
+        name, s.count, s.min, s.mean, s.p50, s.p90, s.p99, s.p99_9, s.max
+    )
+}
+
 /// The human summary table.
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -454,11 +505,16 @@ impl fmt::Display for Summary {
             ("send lag", &l.send_lag),
             ("receive lag", &l.receive_lag),
         ] {
-            writeln!(
-                w,
-                "{:<13}{:>10}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
-                name, s.count, s.min, s.mean, s.p50, s.p90, s.p99, s.p99_9, s.max
-            )?;
+            writeln!(w, "{}", latency_row(name, s))?;
+        }
+        let b = &self.breakdown;
+        if b.urls.len() > 1 {
+            for (i, u) in b.urls.iter().enumerate() {
+                writeln!(w, "{}", latency_row(&format!("delivery @{i}"), &u.delivery))?;
+                writeln!(w, "{}", latency_row(&format!("ack @{i}"), &u.ack))?;
+            }
+            writeln!(w, "{}", latency_row("same inst.", &b.same_instance))?;
+            writeln!(w, "{}", latency_row("cross inst.", &b.cross_instance))?;
         }
         writeln!(w)?;
         writeln!(

@@ -6,7 +6,9 @@
 //! timetable + drain, or `--duration` + drain) cancels whatever is still
 //! running, and the report says what was left unfinished.
 
-use std::sync::Arc;
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
@@ -26,6 +28,7 @@ use crate::shard;
 use crate::shared::Shared;
 use crate::sysres::{self, Usage};
 use crate::threshold;
+use crate::timeseries::{Interval, Merger};
 use crate::wire;
 
 const TICK: Duration = Duration::from_millis(250);
@@ -64,7 +67,19 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let usage_start = Usage::now();
-    let shared = Arc::new(Shared::new(plan, threads));
+    let (timeseries, mut seconds) = match &args.timeseries {
+        Some(path) => {
+            let file = File::create(path).map_err(|source| LoadError::Timeseries {
+                path: path.clone(),
+                source,
+            })?;
+            let (sender, receiver) = mpsc::channel();
+            let merger = Merger::new(BufWriter::new(file), threads);
+            (Some(sender), Some((merger, receiver)))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(plan, threads, timeseries));
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
         let shared = shared.clone();
@@ -90,6 +105,15 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             () = &mut end, if !shared.cancel.is_cancelled() => shared.cancel.cancel(),
             _ = tick.tick() => progress.update(&shared),
         }
+        if let Some((merger, receiver)) = &mut seconds {
+            write_seconds(args, merger, receiver.try_iter())?;
+        }
+    }
+    if let Some((mut merger, receiver)) = seconds {
+        write_seconds(args, &mut merger, receiver.try_iter())?;
+        merger
+            .finish()
+            .map_err(|source| timeseries_error(args, source))?;
     }
     progress.finish();
     let end_us = shared.micros(Instant::now());
@@ -145,6 +169,27 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         },
         &rules,
     ))
+}
+
+fn timeseries_error(args: &Args, source: std::io::Error) -> LoadError {
+    LoadError::Timeseries {
+        path: args.timeseries.clone().unwrap_or_default(),
+        source,
+    }
+}
+
+/// Writes the seconds the threads have finished (see `timeseries`).
+fn write_seconds(
+    args: &Args,
+    merger: &mut Merger<BufWriter<File>>,
+    intervals: impl Iterator<Item = Interval>,
+) -> Result<(), LoadError> {
+    for interval in intervals {
+        merger
+            .add(interval)
+            .map_err(|source| timeseries_error(args, source))?;
+    }
+    Ok(())
 }
 
 /// Checks that an endpoint accepts a WebSocket upgrade and serves the

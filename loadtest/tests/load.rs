@@ -402,6 +402,7 @@ fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
         "messages",
         "deliveries",
         "latency_ms",
+        "breakdown",
         "audit",
         "history",
         "errors",
@@ -508,6 +509,46 @@ fn verify_history_reads_a_server_with_auth_on_and_long_histories_page_by_page() 
 }
 
 #[test]
+fn the_time_series_accounts_for_every_event_once() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let path = dir.file("series.jsonl");
+    let run = Load::new(
+        &cluster.urls(),
+        &["--timeseries", &path, "--threads", "2"],
+        &dir,
+    )
+    .run();
+    assert_complete(&run);
+    let text = std::fs::read_to_string(&path).expect("the time series was written");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(!lines.is_empty());
+    let seconds: Vec<u64> = lines.iter().map(|l| l["t"].as_u64().unwrap()).collect();
+    assert!(seconds.windows(2).all(|w| w[0] < w[1]), "{seconds:?}");
+    let sum = |key: &str| -> u64 { lines.iter().map(|l| l[key].as_u64().unwrap()).sum() };
+    assert_eq!(sum("sent"), run.u64("/messages/sent"));
+    assert_eq!(sum("acked"), run.u64("/messages/acked"));
+    assert_eq!(sum("delivered"), run.u64("/deliveries/total"));
+    assert_eq!(sum("connects"), 12);
+    assert_eq!((sum("errors"), sum("reconnects")), (0, 0));
+    let busy = lines
+        .iter()
+        .find(|l| l["delivered"].as_u64() > Some(0))
+        .unwrap();
+    for key in [
+        "delivery_p50_ms",
+        "delivery_p99_ms",
+        "ack_p50_ms",
+        "ack_p99_ms",
+    ] {
+        assert!(busy[key].is_number(), "{key} in {busy}");
+    }
+}
+
+#[test]
 fn closed_loop_run_is_complete() {
     let dir = TempDir::new();
     let cluster = Cluster::embedded(&dir);
@@ -527,6 +568,24 @@ fn two_instances_on_redis_and_postgres_deliver_everything_across_instances() {
     )
     .run();
     assert_complete(&run);
+    // The breakdown splits the deliveries by instance and by path.
+    let b = &run.json["breakdown"];
+    let urls = b["urls"].as_array().unwrap();
+    assert_eq!(urls.len(), 2);
+    let per_url =
+        |key: &str| -> u64 { urls.iter().map(|u| u[key]["count"].as_u64().unwrap()).sum() };
+    assert_eq!(per_url("delivery"), run.u64("/audit/delivered"));
+    assert_eq!(per_url("ack"), 120);
+    assert!(
+        urls.iter()
+            .all(|u| u["delivery"]["count"].as_u64() > Some(0))
+    );
+    let (same, cross) = (
+        run.u64("/breakdown/same_instance/count"),
+        run.u64("/breakdown/cross_instance/count"),
+    );
+    assert!(same > 0 && cross > 0, "same {same}, cross {cross}");
+    assert_eq!(same + cross, run.u64("/audit/delivered"));
     // Both instances carried senders (6 clients × 10 messages each), so each
     // room spanned both and half of every room's deliveries crossed Redis.
     for server in &cluster.servers {
