@@ -13,6 +13,7 @@ use clap::Parser;
 
 use crate::auth::Secret;
 use crate::endpoint::Endpoint;
+use crate::scenario::{RoomSizes, Stages};
 use crate::threshold::{self, Threshold};
 
 /// The most clients one generator accepts; beyond this one process is the
@@ -60,6 +61,20 @@ pub struct Args {
     /// Number of rooms; clients are spread evenly over them.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub rooms: u32,
+
+    /// Ramp the number of clients over stages instead of batches, k6-style:
+    /// '30s:1000,60s:5000' starts 1000 clients evenly over 30 s, then 4000
+    /// more over 60 s (targets never decrease; a repeated target holds).
+    #[arg(long, value_name = "STAGES", value_parser = Stages::parse,
+          conflicts_with_all = ["clients", "batch_size", "batch_interval"])]
+    pub stages: Option<Stages>,
+
+    /// Uneven rooms instead of --rooms: sizes one by one or COUNTxSIZE, e.g.
+    /// '2x200,60x10' (2 hot rooms of 200, 60 rooms of 10). The sizes add up
+    /// to the clients (with --stages, to its final count).
+    #[arg(long, value_name = "SIZES", value_parser = RoomSizes::parse,
+          conflicts_with_all = ["rooms", "clients"])]
+    pub room_sizes: Option<RoomSizes>,
 
     /// Messages per second per client. Open loop: sends follow a fixed timetable
     /// and latency counts from the scheduled send time.
@@ -199,6 +214,26 @@ fn parse_run_id(text: &str) -> Result<String, String> {
 }
 
 impl Args {
+    /// Derives the client and room counts from `--stages` and `--room-sizes`,
+    /// then checks what involves several flags at once.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Some(stages) = &self.stages {
+            self.clients = stages.clients();
+        }
+        if let Some(sizes) = &self.room_sizes {
+            if self.stages.is_some() && sizes.clients() != self.clients {
+                return Err(format!(
+                    "--room-sizes hold {} clients but --stages end at {}",
+                    sizes.clients(),
+                    self.clients
+                ));
+            }
+            self.clients = sizes.clients();
+            self.rooms = sizes.rooms();
+        }
+        self.validate()
+    }
+
     /// Checks that involve several flags at once.
     pub fn validate(&self) -> Result<(), String> {
         if self.rooms > self.clients {
@@ -288,5 +323,34 @@ mod tests {
         }
         let args = Args::try_parse_from(["chat-load", "--clients", "3", "--rooms", "4"]).unwrap();
         assert!(args.validate().unwrap_err().contains("--rooms 4"));
+        for argv in [
+            &["chat-load", "--stages", "1s:10", "--clients", "10"][..],
+            &["chat-load", "--stages", "1s:10", "--batch-size", "10"],
+            &["chat-load", "--room-sizes", "2x5", "--rooms", "2"],
+            &["chat-load", "--stages", "1s:9,1s:8"],
+        ] {
+            assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let mut args =
+            Args::try_parse_from(["chat-load", "--stages", "1s:10", "--room-sizes", "2x6"])
+                .unwrap();
+        assert!(args.resolve().unwrap_err().contains("hold 12 clients"));
+    }
+
+    #[test]
+    fn stages_and_room_sizes_set_the_counts() {
+        let mut args = Args::try_parse_from([
+            "chat-load",
+            "--stages",
+            "1s:10,1s:12",
+            "--room-sizes",
+            "2x5,2",
+        ])
+        .unwrap();
+        args.resolve().unwrap();
+        assert_eq!((args.clients, args.rooms), (12, 3));
+        let mut args = Args::try_parse_from(["chat-load", "--room-sizes", "3x4"]).unwrap();
+        args.resolve().unwrap();
+        assert_eq!((args.clients, args.rooms), (12, 3));
     }
 }

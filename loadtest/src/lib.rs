@@ -23,6 +23,7 @@ pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod shard;
 pub mod shared;
 pub mod stamp;

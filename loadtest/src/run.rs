@@ -36,7 +36,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// Carries out the run described by `args` and returns its summary
 /// (thresholds evaluated). `Err` only when the run could not take place.
 pub fn run(args: &Args) -> Result<Summary, LoadError> {
-    args.validate().map_err(LoadError::Args)?;
+    let mut args = args.clone();
+    args.resolve().map_err(LoadError::Args)?;
+    let args = &args;
     let nofile_limit = sysres::raise_nofile(args.clients)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
