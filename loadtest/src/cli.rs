@@ -76,6 +76,15 @@ pub struct Args {
           conflicts_with_all = ["rooms", "clients"])]
     pub room_sizes: Option<RoomSizes>,
 
+    /// Join/leave churn: this many extra connections per second (until the
+    /// send window closes) join a room, stay --churn-stay, then leave.
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    pub churn: Option<f64>,
+
+    /// How long each churn connection stays in its room.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub churn_stay: Duration,
+
     /// Messages per second per client. Open loop: sends follow a fixed timetable
     /// and latency counts from the scheduled send time.
     #[arg(long, default_value = "1", value_parser = parse_rate)]

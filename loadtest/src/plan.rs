@@ -53,6 +53,10 @@ pub struct Plan {
     pub tokens: Option<Tokens>,
     /// With `--stages`: start times follow the ramp (one client per batch).
     pub stages: Option<Stages>,
+    /// With `--churn`: extra connections per second that join and leave.
+    pub churn_rate: Option<f64>,
+    /// How long each churner stays in its room.
+    pub churn_stay: Duration,
     /// With `--room-sizes`: each client's `(room, member index)`.
     pub placement: Option<Vec<(u32, u32)>>,
 }
@@ -81,6 +85,8 @@ impl Plan {
             end_deadline: Duration::ZERO,
             tokens: None,
             stages: args.stages.clone(),
+            churn_rate: args.churn,
+            churn_stay: args.churn_stay,
             placement: args.room_sizes.as_ref().map(RoomSizes::placement),
         };
         // Without --duration, sending may run until the last client's timetable

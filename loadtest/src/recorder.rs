@@ -46,6 +46,11 @@ pub struct Counters {
     pub presence: u64,
     /// Frames that were not valid protocol JSON, or binary.
     pub bad_frames: u64,
+    /// `--churn`: connections that reached `joined`, that left as planned,
+    /// and that failed to join or dropped before leaving.
+    pub churn_joins: u64,
+    pub churn_leaves: u64,
+    pub churn_failures: u64,
 }
 
 impl Counters {
@@ -64,6 +69,9 @@ impl Counters {
             foreign,
             presence,
             bad_frames,
+            churn_joins,
+            churn_leaves,
+            churn_failures,
         } = o;
         self.attempted += attempted;
         self.connected += connected;
@@ -78,6 +86,9 @@ impl Counters {
         self.foreign += foreign;
         self.presence += presence;
         self.bad_frames += bad_frames;
+        self.churn_joins += churn_joins;
+        self.churn_leaves += churn_leaves;
+        self.churn_failures += churn_failures;
     }
 }
 

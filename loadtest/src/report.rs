@@ -70,6 +70,10 @@ pub struct Connections {
     pub failures: BTreeMap<String, u64>,
     pub reconnects: u64,
     pub reconnect_failures: u64,
+    /// `--churn`: connections that joined, that left as planned, that failed.
+    pub churn_joins: u64,
+    pub churn_leaves: u64,
+    pub churn_failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -246,6 +250,9 @@ impl Summary {
                 failures: rec.connect_errors.clone(),
                 reconnects: c.reconnects,
                 reconnect_failures: c.reconnect_failures,
+                churn_joins: c.churn_joins,
+                churn_leaves: c.churn_leaves,
+                churn_failures: c.churn_failures,
             },
             messages: Messages {
                 planned: plan.planned_messages(),
@@ -382,6 +389,9 @@ impl Summary {
             "connect_errors" => c.failed,
             "reconnects" => c.reconnects,
             "reconnect_failures" => c.reconnect_failures,
+            "churn_joins" => c.churn_joins,
+            "churn_leaves" => c.churn_leaves,
+            "churn_failures" => c.churn_failures,
             "sent" => m.sent,
             "acked" => m.acked,
             "rejected" => m.rejected,
@@ -470,6 +480,13 @@ impl fmt::Display for Summary {
             c.reconnects,
             c.reconnect_failures
         )?;
+        if c.churn_joins + c.churn_failures > 0 {
+            writeln!(
+                w,
+                "churn        joined {}  left {}  failed {}",
+                c.churn_joins, c.churn_leaves, c.churn_failures
+            )?;
+        }
         writeln!(
             w,
             "messages     planned {}  sent {}  unsent {}  after window {}  acked {}  rejected {}  unacked {}",

@@ -18,6 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::audit::{LostSend, Member, RoomLedger};
+use crate::churn;
 use crate::client;
 use crate::error::LoadError;
 use crate::lag_probe;
@@ -90,6 +91,7 @@ async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<client::Outcome>,
     let shared = shard.shared.clone();
     let plan = &shared.plan;
     let publisher = tokio::task::spawn_local(publish(shard.clone()));
+    let churn = tokio::task::spawn_local(churn::run(shard.clone(), threads));
     let reporter = Rc::new(RefCell::new(SecondReporter::default()));
     let seconds = tokio::task::spawn_local(report_seconds(shard.clone(), reporter.clone()));
     let probed = shard.clone();
@@ -117,7 +119,7 @@ async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<client::Outcome>,
     for handle in handles {
         outcomes.push(handle.await.map_err(|_| LoadError::ShardPanicked)?);
     }
-    for task in [publisher, probe, seconds] {
+    for task in [publisher, probe, seconds, churn] {
         task.abort();
         let _ = task.await;
     }

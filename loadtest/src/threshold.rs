@@ -54,7 +54,7 @@ pub enum Kind {
 pub const LATENCIES: [&str; 5] = ["connect", "ack", "delivery", "send_lag", "receive_lag"];
 pub const STATS: [&str; 7] = ["min", "mean", "p50", "p90", "p99", "p99.9", "max"];
 /// Plain counters of the summary.
-pub const COUNTS: [&str; 28] = [
+pub const COUNTS: [&str; 31] = [
     "expected",
     "delivered",
     "missing",
@@ -74,6 +74,9 @@ pub const COUNTS: [&str; 28] = [
     "connect_errors",
     "reconnects",
     "reconnect_failures",
+    "churn_joins",
+    "churn_leaves",
+    "churn_failures",
     "sent",
     "acked",
     "rejected",

@@ -145,6 +145,9 @@ enum Outbound<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
     },
+    Leave {
+        room: &'a str,
+    },
     Ping,
 }
 
@@ -173,6 +176,11 @@ pub fn send(room: &str, stamp: &Stamp, body_size: usize) -> String {
     stamp.write_reference(&mut frame);
     frame.push_str(r#""}"#);
     frame
+}
+
+/// `{"type":"leave","room":R}`
+pub fn leave(room: &str) -> String {
+    encode(&Outbound::Leave { room })
 }
 
 /// `{"type":"ping"}`
@@ -273,6 +281,7 @@ mod tests {
     #[test]
     fn encodes_requests() {
         assert_eq!(join("lobby", None), r#"{"type":"join","room":"lobby"}"#);
+        assert_eq!(leave("lobby"), r#"{"type":"leave","room":"lobby"}"#);
         assert_eq!(
             join("lobby", Some(41)),
             r#"{"type":"join","room":"lobby","since":41}"#

@@ -576,6 +576,24 @@ fn a_ramp_into_uneven_rooms_is_complete() {
 }
 
 #[test]
+fn churn_joins_and_leaves_while_the_audited_clients_lose_nothing() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let churn = ["--churn", "20", "--churn-stay", "100ms"];
+    let run = Load::new(&cluster.urls(), &churn, &dir).run();
+    assert_complete(&run);
+    let joins = run.u64("/connections/churn_joins");
+    assert!(joins > 0, "{:#}", run.json["connections"]);
+    assert_eq!(run.u64("/connections/churn_failures"), 0);
+    // Churners still in their room when the run ended were aborted.
+    assert!(run.u64("/connections/churn_leaves") > 0);
+    assert!(run.u64("/connections/churn_leaves") <= joins);
+    // The audited members saw the churners come and go.
+    assert!(run.u64("/deliveries/presence") > 0);
+    assert!(run.stdout().contains("churn        joined"));
+}
+
+#[test]
 fn closed_loop_run_is_complete() {
     let dir = TempDir::new();
     let cluster = Cluster::embedded(&dir);
