@@ -16,10 +16,11 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 
 use crate::auth;
 use crate::shard::Shard;
+use crate::tls::Tls;
 use crate::wire::{self, Inbound};
 
 /// Starts this thread's share of the churners, one every `threads / rate`
@@ -83,7 +84,7 @@ async fn join(
     user: &str,
     room: &str,
     n: u64,
-) -> Result<WebSocketStream<TcpStream>, String> {
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, String> {
     let plan = &shard.shared.plan;
     let target = &plan.targets[(n % plan.targets.len() as u64) as usize];
     let credential = auth::credential(plan.tokens.as_ref(), user).map_err(|e| e.to_string())?;
@@ -92,7 +93,10 @@ async fn join(
         .await
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut ws, _) = client_async(url, stream).await.map_err(|e| e.to_string())?;
+    let connector = plan.tls.as_ref().map(Tls::connector);
+    let (mut ws, _) = client_async_tls_with_config(url, stream, None, connector)
+        .await
+        .map_err(|e| e.to_string())?;
     while let Some(frame) = ws.next().await {
         if let Message::Text(text) = frame.map_err(|e| e.to_string())?
             && let Ok(Inbound::Joined { room: joined, .. }) = Inbound::parse(&text)

@@ -42,6 +42,11 @@ pub struct Args {
           value_name = "SECRET", value_parser = Secret::parse)]
     pub jwt_secret: Option<Secret>,
 
+    /// PEM file of certificates to trust for wss:// besides the system's
+    /// roots (a private CA, a test ingress).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Number of simulated users (one WebSocket connection each).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=MAX_CLIENTS as i64))]
     pub clients: u32,
@@ -260,6 +265,12 @@ impl Args {
                 "'{}' needs --verify-history (the history is read only then)",
                 rule.rule
             ));
+        }
+        if self.verify_history && self.urls.first().is_some_and(Endpoint::is_tls) {
+            return Err(
+                "--verify-history reads the REST API over plain http only; put a ws:// URL first"
+                    .into(),
+            );
         }
         if self.source_ips.is_some() && self.urls.iter().any(|u| !u.is_loopback()) {
             return Err("--source-ips works only with loopback targets (127.x, localhost)".into());

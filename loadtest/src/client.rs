@@ -23,16 +23,17 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 
 use crate::audit::{Member, Receipt};
 use crate::auth;
 use crate::pacing::{stamp_time, timer_deadline};
 use crate::shard::Shard;
 use crate::stamp::Stamp;
+use crate::tls::Tls;
 use crate::wire::{self, Inbound};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Small buffers: thousands of connections, small frames. tungstenite
 /// zero-fills the free part of its read buffer (up to `read_buffer_size`)
@@ -376,7 +377,9 @@ impl Client {
                 .map_err(|e| ConnectError::Token(e.to_string()))?;
             let url = target.endpoint.request_url(&credential, room);
             let stream = self.tcp(target.addr).await.map_err(ConnectError::Io)?;
-            let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config())).await?;
+            let connector = shared.plan.tls.as_ref().map(Tls::connector);
+            let (mut ws, _) =
+                client_async_tls_with_config(url, stream, Some(ws_config()), connector).await?;
             if let Some(since) = since {
                 let join = wire::join(&self.room_name, Some(since));
                 ws.send(Message::text(join)).await?;

@@ -19,15 +19,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Value parser for `--url`: plain `ws://host[:port]/path[?query]`.
+    /// Value parser for `--url`: `ws://` or `wss://host[:port]/path[?query]`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
         match url.scheme() {
-            "ws" => {}
-            "wss" => return Err("wss:// is not supported; chat-load speaks plain ws://".into()),
+            "ws" | "wss" => {}
             other => {
                 return Err(format!(
-                    "scheme '{other}' is not ws:// (e.g. ws://127.0.0.1:8080/ws)"
+                    "scheme '{other}' is not ws:// or wss:// (e.g. ws://127.0.0.1:8080/ws)"
                 ));
             }
         }
@@ -35,6 +34,11 @@ impl Endpoint {
             return Err(format!("'{text}' has no host"));
         }
         Ok(Self { url })
+    }
+
+    /// A `wss://` endpoint.
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "wss"
     }
 
     pub fn is_loopback(&self) -> bool {
@@ -116,13 +120,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_ws_only() {
-        assert!(Endpoint::parse("ws://127.0.0.1:8080/ws").is_ok());
-        assert!(
-            Endpoint::parse("wss://x/ws")
-                .unwrap_err()
-                .contains("not supported")
-        );
+    fn accepts_ws_and_wss_only() {
+        assert!(!Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap().is_tls());
+        assert!(Endpoint::parse("wss://x/ws").unwrap().is_tls());
         assert!(
             Endpoint::parse("http://x/ws")
                 .unwrap_err()

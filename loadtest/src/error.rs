@@ -32,6 +32,8 @@ pub enum LoadError {
     Runtime(#[source] std::io::Error),
     #[error("a generator thread panicked")]
     ShardPanicked,
+    #[error("wss: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("--verify-history: {0}")]
     History(#[from] crate::history::HistoryError),
     #[error("cannot write the time series to {path}: {source}", path = .path.display())]

@@ -31,6 +31,7 @@ pub mod stamp;
 pub mod sysres;
 pub mod threshold;
 pub mod timeseries;
+pub mod tls;
 pub mod wire;
 
 pub use cli::Args;

@@ -22,6 +22,7 @@ use crate::auth::Tokens;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::scenario::{RoomSizes, Stages};
+use crate::tls::Tls;
 
 /// One instance under load, resolved.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct Plan {
     pub tokens: Option<Tokens>,
     /// With `--stages`: start times follow the ramp (one client per batch).
     pub stages: Option<Stages>,
+    /// With a `wss://` URL: the TLS configuration of every connection.
+    pub tls: Option<Tls>,
     /// With `--churn`: extra connections per second that join and leave.
     pub churn_rate: Option<f64>,
     /// How long each churner stays in its room.
@@ -85,6 +88,7 @@ impl Plan {
             end_deadline: Duration::ZERO,
             tokens: None,
             stages: args.stages.clone(),
+            tls: None,
             churn_rate: args.churn,
             churn_stay: args.churn_stay,
             placement: args.room_sizes.as_ref().map(RoomSizes::placement),

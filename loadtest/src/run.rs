@@ -29,6 +29,7 @@ use crate::shared::Shared;
 use crate::sysres::{self, Usage};
 use crate::threshold;
 use crate::timeseries::{Interval, Merger};
+use crate::tls::Tls;
 use crate::wire;
 
 const TICK: Duration = Duration::from_millis(250);
@@ -57,7 +58,10 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             addr,
         });
     }
-    let plan = Plan::new(args, run_id, targets);
+    let mut plan = Plan::new(args, run_id, targets);
+    if plan.targets.iter().any(|t| t.endpoint.is_tls()) {
+        plan.tls = Some(Tls::new(args.ca_file.as_deref())?);
+    }
     for target in &plan.targets {
         probe(&plan, target, args.connect_timeout).await?;
     }
@@ -215,17 +219,19 @@ async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), Load
         let credential = auth::credential(plan.tokens.as_ref(), &user)
             .map_err(|e| unreachable(format!("cannot mint a token: {e}")))?;
         let url = endpoint.request_url(&credential, None);
-        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .map_err(|e| {
-                unreachable(match e {
-                    tungstenite::Error::Http(r) => format!(
-                        "the WebSocket upgrade got HTTP {} (wrong path?)",
-                        r.status()
-                    ),
-                    other => format!("WebSocket handshake failed: {other}"),
-                })
-            })?;
+        let connector = plan.tls.as_ref().map(Tls::connector);
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(url, stream, None, connector)
+                .await
+                .map_err(|e| {
+                    unreachable(match e {
+                        tungstenite::Error::Http(r) => format!(
+                            "the WebSocket upgrade got HTTP {} (wrong path?)",
+                            r.status()
+                        ),
+                        other => format!("WebSocket handshake failed: {other}"),
+                    })
+                })?;
         // A failed write shows up as the close or error read next.
         let _ = ws.send(Message::text(wire::ping())).await;
         let answer = loop {

@@ -924,6 +924,70 @@ impl StallProxy {
     }
 }
 
+/// A TLS-terminating proxy in front of one instance, like a TLS ingress: it
+/// presents the certificate of `localhost` in tests/tls, signed by the test CA
+/// tests/tls/ca.pem. Returns its `wss://` URL.
+fn tls_ingress(cluster: &Cluster, upstream: SocketAddr) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+    let certs = CertificateDer::pem_file_iter(format!("{dir}/localhost.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/localhost.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = cluster
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind a loopback port");
+    let port = listener.local_addr().unwrap().port();
+    cluster.rt.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    format!("wss://localhost:{port}/ws")
+}
+
+#[test]
+fn wss_through_a_tls_ingress_is_complete() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let url = tls_ingress(&cluster, cluster.servers[0].addr);
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+    let run = Load::new(
+        std::slice::from_ref(&url),
+        &["--ca-file", ca, "--churn", "10"],
+        &dir,
+    )
+    .run();
+    assert_complete(&run);
+    assert!(run.u64("/connections/churn_joins") > 0);
+    // Without the test CA, the certificate is refused before the load.
+    let out = Load::new(&[url], &[], &dir).output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+}
+
 /// Polls a server metric until it reaches `at_least` (bounded by [`WAIT`]).
 fn wait_for_metric(addr: SocketAddr, name: &str, at_least: f64) {
     let deadline = std::time::Instant::now() + WAIT;
