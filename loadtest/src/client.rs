@@ -4,11 +4,14 @@
 //! A client is a single task that owns its socket (no split, no lock): one
 //! `select!` waits on the next frame, the next send time and the run's
 //! cancellation. Timers are pinned once and reset, never recreated per frame,
-//! because a busy client goes round the loop once per delivery.
+//! and the frames already read are handled in one turn of the loop.
 //!
 //! Open loop: message `k` is due at `joined + phase + k/rate` whatever the
 //! server does; a late send still carries its *scheduled* time, so a stall
-//! shows up in the latencies instead of silently lowering the send rate.
+//! shows up in the latencies instead of silently lowering the send rate (a
+//! send that leaves up to a timer tick early carries the time it left, see
+//! `pacing`). Sends never answered, and messages due but never sent, are
+//! handed back as lost so the histograms get their lower bounds.
 //! Closed loop (`--closed-loop`): message `k+1` waits for the ack of `k`, and
 //! latency counts from the actual send, like the seed's test.
 
