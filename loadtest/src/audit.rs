@@ -27,9 +27,14 @@
 //! A message that was acked to its sender but is missing at any member is
 //! *lost_acked*: the server broke its durability promise.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::stamp::Stamp;
 
 /// How one delivery was classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub enum Receipt {
 pub struct Member {
     /// `joined.last_seq` of the first join; `None` until then.
     baseline: Option<u64>,
+    /// When the first join happened, µs since the run's origin.
+    joined_us: Option<u64>,
     /// The seq expected next in order (highest seen + 1).
     next: u64,
     /// Seqs skipped over and not received since; sorted, disjoint, non-empty.
@@ -83,12 +90,14 @@ impl Member {
         self.since()
     }
 
-    /// A `joined` frame for this member's room. The first one fixes the join
-    /// point; later ones are rejoins after a reconnect, made with `since()`.
-    pub fn joined(&mut self, last_seq: u64) {
+    /// A `joined` frame for this member's room at `at_us` (since the run's
+    /// origin). The first one fixes the join point; later ones are rejoins
+    /// after a reconnect, made with `since()`.
+    pub fn joined(&mut self, last_seq: u64, at_us: u64) {
         match self.baseline {
             None => {
                 self.baseline = Some(last_seq);
+                self.joined_us = Some(at_us);
                 self.next = last_seq + 1;
             }
             Some(_) => self.replay_upto = last_seq,
@@ -176,52 +185,121 @@ pub struct AuditReport {
     pub incomplete_members: u64,
     /// Messages acked to their sender but missing at one member or more.
     pub lost_acked: u64,
+    /// Acks beyond the first for a seq: the server acked one seq twice.
+    pub duplicate_acks: u64,
+    /// Seqs that carried two different messages (by their `(client, k)` stamp).
+    pub seq_conflicts: u64,
+    /// Messages (by stamp) that arrived or were acked under two different seqs.
+    pub stamp_conflicts: u64,
+    /// Deliveries that never happened, timed as lower bounds (run end −
+    /// scheduled time) in the delivery histogram.
+    pub delivery_lower_bounds: u64,
 }
 
-/// The room side of the audit: which seqs were acked, and the room's last seq.
+/// The room side of the audit: which seqs were acked, which message each seq
+/// carried, and the room's last seq.
 #[derive(Debug, Clone, Default)]
 pub struct RoomLedger {
-    acked: Vec<u64>,
+    /// Every `ack` received, with the message it answered.
+    acked: Vec<(u64, Stamp)>,
     last_seq: u64,
+    /// The message each seq carried when first seen (by a delivery or an ack).
+    carried: HashMap<u64, Stamp>,
+    /// Seqs seen carrying a message other than the one first seen with them.
+    conflicting: Vec<u64>,
 }
 
 impl RoomLedger {
-    /// An `ack` of this seq reached its sender.
-    pub fn acked(&mut self, seq: u64) {
-        self.acked.push(seq);
-        self.last_seq = self.last_seq.max(seq);
+    /// An `ack` of this seq reached the sender of `stamp`.
+    pub fn acked(&mut self, seq: u64, stamp: Stamp) {
+        self.acked.push((seq, stamp));
+        self.seen(seq, stamp);
     }
 
-    /// Any seq seen in the room (a delivery), so the room's end is known even
-    /// when acks were lost.
-    pub fn seen(&mut self, seq: u64) {
+    /// A delivery of `seq` carrying `stamp`.
+    pub fn seen(&mut self, seq: u64, stamp: Stamp) {
+        self.last_seq = self.last_seq.max(seq);
+        match self.carried.entry(seq) {
+            Entry::Occupied(first) if *first.get() != stamp => self.conflicting.push(seq),
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(stamp);
+            }
+        }
+    }
+
+    /// A seq seen without a stamp of this run (the room's end is still known).
+    pub fn seen_seq(&mut self, seq: u64) {
         self.last_seq = self.last_seq.max(seq);
     }
 
     pub fn merge(&mut self, other: RoomLedger) {
         self.acked.extend(other.acked);
-        self.last_seq = self.last_seq.max(other.last_seq);
+        self.conflicting.extend(other.conflicting);
+        for (seq, stamp) in other.carried {
+            self.seen(seq, stamp);
+        }
+    }
+
+    /// The acked messages: seq → the message acked with it.
+    pub fn acked_by_seq(&self) -> HashMap<u64, Stamp> {
+        let mut by_seq = HashMap::with_capacity(self.acked.len());
+        for &(seq, stamp) in &self.acked {
+            by_seq.entry(seq).or_insert(stamp);
+        }
+        by_seq
+    }
+
+    /// The first ack of each seq; `acked` must be sorted by seq.
+    fn acked_messages(&self) -> impl Iterator<Item = (u64, Stamp)> + '_ {
+        let mut last = None;
+        self.acked.iter().copied().filter(move |(seq, _)| {
+            let first = last != Some(*seq);
+            last = Some(*seq);
+            first
+        })
     }
 }
 
-/// Audits `members` (room index, member) against the room ledgers.
+/// A message this run sent (or was due to send) that was never answered: no
+/// `ack`, no `error`. Its latencies are unknown but at least `end - scheduled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostSend {
+    pub room: usize,
+    pub stamp: Stamp,
+}
+
+/// Audits `members` (room index, member) against the room ledgers. Deliveries
+/// that never happened (a member's missing seqs, and lost sends nobody
+/// received) enter `delivery` as lower bounds, `end_us - scheduled`, as wrk2
+/// does; the count of those is returned in `delivery_lower_bounds`.
 pub fn audit<'a>(
     rooms: &mut [RoomLedger],
     members: impl Iterator<Item = (usize, &'a Member)> + Clone,
+    lost: &[LostSend],
+    end_us: u64,
+    delivery: &mut Histogram<u64>,
 ) -> AuditReport {
     for (room, member) in members.clone() {
-        rooms[room].seen(member.highest());
+        rooms[room].seen_seq(member.highest());
     }
     let mut report = AuditReport::default();
+    let mut lower_bound = |scheduled_us: u64, report: &mut AuditReport| {
+        delivery.saturating_record(end_us.saturating_sub(scheduled_us));
+        report.delivery_lower_bounds += 1;
+    };
     // Per room, the seqs missing at some member (bitset over seq).
     let mut missing_somewhere: Vec<Vec<u64>> = rooms
         .iter()
         .map(|r| vec![0; (r.last_seq as usize + 1).div_ceil(64)])
         .collect();
+    // Per room, when each member first joined.
+    let mut joined_at: Vec<Vec<u64>> = vec![Vec::new(); rooms.len()];
     for (room, member) in members {
         let Some(baseline) = member.baseline else {
             continue;
         };
+        joined_at[room].extend(member.joined_us);
         let last = rooms[room].last_seq;
         report.members += 1;
         report.expected += last.saturating_sub(baseline);
@@ -235,19 +313,50 @@ pub fn audit<'a>(
             missing += range.end - range.start;
             for seq in range {
                 missing_somewhere[room][(seq / 64) as usize] |= 1 << (seq % 64);
+                if let Some(stamp) = rooms[room].carried.get(&seq) {
+                    lower_bound(stamp.scheduled_us, &mut report);
+                }
             }
         }
         report.missing += missing;
         report.incomplete_members += u64::from(missing > 0);
     }
-    for (ledger, missing) in rooms.iter_mut().zip(&missing_somewhere) {
-        ledger.acked.sort_unstable();
-        ledger.acked.dedup();
-        report.lost_acked += ledger
+    let mut seq_of: Vec<HashMap<(u32, u32), u64>> = vec![HashMap::new(); rooms.len()];
+    for ((ledger, missing), seq_of) in rooms.iter_mut().zip(&missing_somewhere).zip(&mut seq_of) {
+        ledger.acked.sort_unstable_by_key(|(seq, _)| *seq);
+        report.duplicate_acks += ledger
             .acked
-            .iter()
-            .filter(|&&seq| missing[(seq / 64) as usize] & (1 << (seq % 64)) != 0)
+            .windows(2)
+            .filter(|pair| pair[0].0 == pair[1].0)
             .count() as u64;
+        report.lost_acked += ledger
+            .acked_messages()
+            .filter(|&(seq, _)| missing[(seq / 64) as usize] & (1 << (seq % 64)) != 0)
+            .count() as u64;
+        ledger.conflicting.sort_unstable();
+        ledger.conflicting.dedup();
+        report.seq_conflicts += ledger.conflicting.len() as u64;
+        for (&seq, stamp) in &ledger.carried {
+            match seq_of.entry((stamp.client, stamp.n)) {
+                Entry::Occupied(other) if *other.get() != seq => report.stamp_conflicts += 1,
+                Entry::Occupied(_) => {}
+                Entry::Vacant(slot) => {
+                    slot.insert(seq);
+                }
+            }
+        }
+    }
+    // Lost sends that no member received: owed to every member that had
+    // joined by their scheduled time.
+    for send in lost {
+        if seq_of[send.room].contains_key(&(send.stamp.client, send.stamp.n)) {
+            continue; // it has a seq: its missing deliveries were timed above
+        }
+        for &joined in &joined_at[send.room] {
+            if joined <= send.stamp.scheduled_us {
+                lower_bound(send.stamp.scheduled_us, &mut report);
+            }
+        }
     }
     report
 }
@@ -261,20 +370,50 @@ mod tests {
     }
 
     fn report(room: RoomLedger, members: &[Member]) -> AuditReport {
+        audited(
+            room,
+            members,
+            &[],
+            &mut crate::recorder::latency_histogram(),
+        )
+    }
+
+    /// The audit with lost sends, run end at 1 s, delivery lower bounds into `h`.
+    fn audited(
+        room: RoomLedger,
+        members: &[Member],
+        lost: &[LostSend],
+        h: &mut Histogram<u64>,
+    ) -> AuditReport {
         let mut rooms = vec![room];
-        audit(&mut rooms, members.iter().map(|m| (0, m)))
+        audit(
+            &mut rooms,
+            members.iter().map(|m| (0, m)),
+            lost,
+            1_000_000,
+            h,
+        )
+    }
+
+    /// The message of seq `s` in these tests: client 0's `s`-th, due at `s` ms.
+    fn stamp(s: u64) -> Stamp {
+        Stamp {
+            client: 0,
+            n: s as u32,
+            scheduled_us: s * 1000,
+        }
     }
 
     fn acked(seqs: impl IntoIterator<Item = u64>) -> RoomLedger {
         let mut room = RoomLedger::default();
-        seqs.into_iter().for_each(|s| room.acked(s));
+        seqs.into_iter().for_each(|s| room.acked(s, stamp(s)));
         room
     }
 
     #[test]
     fn a_clean_stream_is_complete() {
         let mut m = Member::new();
-        m.joined(10);
+        m.joined(10, 0);
         assert!(
             run(&mut m, &[11, 12, 13])
                 .iter()
@@ -296,7 +435,7 @@ mod tests {
     #[test]
     fn a_gap_is_missing_and_loses_an_acked_message() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         assert_eq!(run(&mut m, &[1, 2, 4, 5]).last(), Some(&Receipt::InOrder));
         assert_eq!(m.clone().receive(7), Receipt::AfterGap { skipped: 1 });
         let r = report(acked(1..=5), &[m]);
@@ -307,7 +446,7 @@ mod tests {
     #[test]
     fn a_missing_tail_counts_even_when_no_member_saw_it() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         run(&mut m, &[1, 2]);
         // seqs 3 and 4 were acked but reached nobody.
         let r = report(acked(1..=4), &[m]);
@@ -317,7 +456,7 @@ mod tests {
     #[test]
     fn a_duplicate_is_counted_once_and_not_delivered_twice() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         assert_eq!(
             run(&mut m, &[1, 2, 2, 3]),
             [
@@ -334,7 +473,7 @@ mod tests {
     #[test]
     fn a_reorder_is_out_of_order_but_not_missing() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         assert_eq!(
             run(&mut m, &[1, 3, 2, 5, 4, 4]),
             [
@@ -356,7 +495,7 @@ mod tests {
     #[test]
     fn holes_split_when_filled_in_the_middle() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         run(&mut m, &[1, 6, 3]);
         assert_eq!(m.holes, [2..3, 4..6]);
         let r = report(acked(1..=6), &[m]);
@@ -366,7 +505,7 @@ mod tests {
     #[test]
     fn history_before_the_join_is_unexpected() {
         let mut m = Member::new();
-        m.joined(5);
+        m.joined(5, 0);
         assert_eq!(m.receive(4), Receipt::Unexpected);
         assert_eq!(m.receive(6), Receipt::InOrder);
         let r = report(acked(1..=6), &[m]);
@@ -387,11 +526,11 @@ mod tests {
     #[test]
     fn recovery_after_a_reconnect_loses_nothing() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         run(&mut m, &[1, 2, 3]);
         // Closed with 4000 while 4..=6 were published; rejoin with since.
         assert_eq!(m.since(), 3);
-        m.joined(6);
+        m.joined(6, 0);
         assert!(
             run(&mut m, &[4, 5, 6, 7])
                 .iter()
@@ -408,9 +547,9 @@ mod tests {
     #[test]
     fn a_failed_recovery_is_missing() {
         let mut m = Member::new();
-        m.joined(0);
+        m.joined(0, 0);
         run(&mut m, &[1, 2]);
-        m.joined(5);
+        m.joined(5, 0);
         // The replay skipped 3 and 4 and resumed at 5.
         assert_eq!(m.receive(5), Receipt::AfterGap { skipped: 2 });
         let r = report(acked(1..=5), &[m]);
@@ -423,9 +562,9 @@ mod tests {
     #[test]
     fn members_are_audited_against_their_own_join_point() {
         let (mut early, mut late) = (Member::new(), Member::new());
-        early.joined(0);
+        early.joined(0, 0);
         run(&mut early, &[1, 2, 3, 4]);
-        late.joined(2);
+        late.joined(2, 0);
         run(&mut late, &[3, 4]);
         let r = report(acked(1..=4), &[early, late]);
         assert_eq!(
@@ -437,12 +576,120 @@ mod tests {
     #[test]
     fn an_unacked_message_missing_somewhere_is_missing_but_not_lost_acked() {
         let (mut a, mut b) = (Member::new(), Member::new());
-        a.joined(0);
-        b.joined(0);
+        a.joined(0, 0);
+        b.joined(0, 0);
         run(&mut a, &[1, 2]);
         run(&mut b, &[1]);
         // seq 2 reached `a`, but its ack never reached the sender.
         let r = report(acked([1]), &[a, b]);
         assert_eq!((r.expected, r.missing, r.lost_acked), (4, 1, 0));
+    }
+
+    #[test]
+    fn two_acks_of_one_seq_are_reported() {
+        let mut m = Member::new();
+        m.joined(0, 0);
+        run(&mut m, &[1, 2]);
+        let mut room = acked([1, 2]);
+        room.acked(2, stamp(2));
+        let r = report(room, &[m]);
+        assert_eq!((r.duplicate_acks, r.lost_acked, r.missing), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_seq_carrying_two_messages_is_a_conflict() {
+        let mut m = Member::new();
+        m.joined(0, 0);
+        run(&mut m, &[1, 2]);
+        let mut room = acked([1, 2]);
+        // Another member received seq 2 with another client's message.
+        room.seen(
+            2,
+            Stamp {
+                client: 9,
+                ..stamp(2)
+            },
+        );
+        room.seen(
+            2,
+            Stamp {
+                client: 9,
+                ..stamp(2)
+            },
+        );
+        let r = report(room, &[m]);
+        assert_eq!((r.seq_conflicts, r.stamp_conflicts), (1, 0));
+    }
+
+    #[test]
+    fn one_message_under_two_seqs_is_a_conflict_even_when_the_seqs_look_perfect() {
+        let mut m = Member::new();
+        m.joined(0, 0);
+        // Seqs 1, 2 both carry message 1: in order, nothing missing by seq.
+        assert!(run(&mut m, &[1, 2]).iter().all(|r| *r == Receipt::InOrder));
+        let mut room = acked([1]);
+        room.seen(2, stamp(1));
+        let r = report(room, &[m]);
+        assert_eq!((r.missing, r.duplicated), (0, 0));
+        assert_eq!((r.seq_conflicts, r.stamp_conflicts), (0, 1));
+    }
+
+    #[test]
+    fn conflicts_found_by_different_threads_survive_the_merge() {
+        let (mut a, mut b) = (acked([1]), RoomLedger::default());
+        b.seen(
+            1,
+            Stamp {
+                client: 3,
+                ..stamp(1)
+            },
+        );
+        a.merge(b);
+        let r = report(a, &[]);
+        assert_eq!(r.seq_conflicts, 1);
+    }
+
+    #[test]
+    fn missing_deliveries_are_timed_as_lower_bounds() {
+        let mut m = Member::new();
+        m.joined(0, 0);
+        run(&mut m, &[1]);
+        let mut h = crate::recorder::latency_histogram();
+        // seq 2 (due at 2 ms) never arrived; the run ended at 1 s.
+        let r = audited(acked([1, 2]), &[m], &[], &mut h);
+        assert_eq!((r.missing, r.delivery_lower_bounds), (1, 1));
+        assert_eq!(h.len(), 1);
+        assert!(h.equivalent(h.max(), 998_000), "{}", h.max());
+    }
+
+    #[test]
+    fn lost_sends_nobody_received_are_owed_to_members_joined_before() {
+        let (mut early, mut late) = (Member::new(), Member::new());
+        early.joined(0, 0);
+        late.joined(0, 500_000);
+        let lost = LostSend {
+            room: 0,
+            stamp: Stamp {
+                client: 1,
+                n: 0,
+                scheduled_us: 200_000,
+            },
+        };
+        let mut h = crate::recorder::latency_histogram();
+        let r = audited(RoomLedger::default(), &[early, late], &[lost], &mut h);
+        // Only the member that had joined by 200 ms was owed it.
+        assert_eq!(r.delivery_lower_bounds, 1);
+        assert!(h.equivalent(h.max(), 800_000), "{}", h.max());
+        // A lost send that has a seq is timed through the members missing it.
+        let mut m = Member::new();
+        m.joined(0, 0);
+        let mut room = RoomLedger::default();
+        room.seen(1, stamp(1));
+        let lost = LostSend {
+            room: 0,
+            stamp: stamp(1),
+        };
+        let r = audited(room, &[m], &[lost], &mut h);
+        assert_eq!((r.missing, r.delivery_lower_bounds), (1, 1));
     }
 }

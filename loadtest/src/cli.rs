@@ -13,7 +13,8 @@ use clap::Parser;
 
 use crate::auth::Secret;
 use crate::endpoint::Endpoint;
-use crate::threshold::Threshold;
+use crate::scenario::{RoomSizes, Stages};
+use crate::threshold::{self, Threshold};
 
 /// The most clients one generator accepts; beyond this one process is the
 /// wrong tool (run several generators).
@@ -41,6 +42,11 @@ pub struct Args {
           value_name = "SECRET", value_parser = Secret::parse)]
     pub jwt_secret: Option<Secret>,
 
+    /// PEM file of certificates to trust for wss:// besides the system's
+    /// roots (a private CA, a test ingress).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Number of simulated users (one WebSocket connection each).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=MAX_CLIENTS as i64))]
     pub clients: u32,
@@ -60,6 +66,29 @@ pub struct Args {
     /// Number of rooms; clients are spread evenly over them.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub rooms: u32,
+
+    /// Ramp the number of clients over stages instead of batches, k6-style:
+    /// '30s:1000,60s:5000' starts 1000 clients evenly over 30 s, then 4000
+    /// more over 60 s (targets never decrease; a repeated target holds).
+    #[arg(long, value_name = "STAGES", value_parser = Stages::parse,
+          conflicts_with_all = ["clients", "batch_size", "batch_interval"])]
+    pub stages: Option<Stages>,
+
+    /// Uneven rooms instead of --rooms: sizes one by one or COUNTxSIZE, e.g.
+    /// '2x200,60x10' (2 hot rooms of 200, 60 rooms of 10). The sizes add up
+    /// to the clients (with --stages, to its final count).
+    #[arg(long, value_name = "SIZES", value_parser = RoomSizes::parse,
+          conflicts_with_all = ["rooms", "clients"])]
+    pub room_sizes: Option<RoomSizes>,
+
+    /// Join/leave churn: this many extra connections per second (until the
+    /// send window closes) join a room, stay --churn-stay, then leave.
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    pub churn: Option<f64>,
+
+    /// How long each churn connection stays in its room.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub churn_stay: Duration,
 
     /// Messages per second per client. Open loop: sends follow a fixed timetable
     /// and latency counts from the scheduled send time.
@@ -101,10 +130,24 @@ pub struct Args {
     pub threads: u16,
 
     /// Pass/fail rule such as 'delivery.p99<50ms' or 'missing==0'; may repeat.
-    /// Defaults: missing==0, duplicated==0, out_of_order==0 (a rule on the same
-    /// metric replaces its default); lost_acked==0 always applies.
+    /// Defaults: missing, duplicated, out_of_order, unacked, unsent,
+    /// connect_errors, duplicate_acks, seq_conflicts, stamp_conflicts all ==0
+    /// (a rule on the same metric replaces its default); lost_acked==0 always
+    /// applies. A latency rule on a histogram with no samples fails.
     #[arg(long = "threshold", value_name = "RULE", value_parser = Threshold::parse)]
     pub thresholds: Vec<Threshold>,
+
+    /// After the run, read every room's history over the REST API
+    /// (GET /api/rooms/{room}/messages on the first --url's host) and check
+    /// that every acked message is stored exactly once, with its body.
+    #[arg(long)]
+    pub verify_history: bool,
+
+    /// Write one JSON line per second of the run to this file: sent, acked,
+    /// delivered, errors, connects, reconnects and that second's delivery and
+    /// ack p50/p99 (created before the run, so a bad path fails at once).
+    #[arg(long, value_name = "FILE")]
+    pub timeseries: Option<PathBuf>,
 
     /// Write the summary as JSON to this file ('-' for stdout, which then omits the table).
     #[arg(long, value_name = "FILE")]
@@ -185,6 +228,26 @@ fn parse_run_id(text: &str) -> Result<String, String> {
 }
 
 impl Args {
+    /// Derives the client and room counts from `--stages` and `--room-sizes`,
+    /// then checks what involves several flags at once.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Some(stages) = &self.stages {
+            self.clients = stages.clients();
+        }
+        if let Some(sizes) = &self.room_sizes {
+            if self.stages.is_some() && sizes.clients() != self.clients {
+                return Err(format!(
+                    "--room-sizes hold {} clients but --stages end at {}",
+                    sizes.clients(),
+                    self.clients
+                ));
+            }
+            self.clients = sizes.clients();
+            self.rooms = sizes.rooms();
+        }
+        self.validate()
+    }
+
     /// Checks that involve several flags at once.
     pub fn validate(&self) -> Result<(), String> {
         if self.rooms > self.clients {
@@ -192,6 +255,22 @@ impl Args {
                 "--rooms {} exceeds --clients {}: every room needs at least one member",
                 self.rooms, self.clients
             ));
+        }
+        if let Some(rule) = self
+            .thresholds
+            .iter()
+            .find(|t| threshold::needs_history(&t.metric) && !self.verify_history)
+        {
+            return Err(format!(
+                "'{}' needs --verify-history (the history is read only then)",
+                rule.rule
+            ));
+        }
+        if self.verify_history && self.urls.first().is_some_and(Endpoint::is_tls) {
+            return Err(
+                "--verify-history reads the REST API over plain http only; put a ws:// URL first"
+                    .into(),
+            );
         }
         if self.source_ips.is_some() && self.urls.iter().any(|u| !u.is_loopback()) {
             return Err("--source-ips works only with loopback targets (127.x, localhost)".into());
@@ -264,5 +343,34 @@ mod tests {
         }
         let args = Args::try_parse_from(["chat-load", "--clients", "3", "--rooms", "4"]).unwrap();
         assert!(args.validate().unwrap_err().contains("--rooms 4"));
+        for argv in [
+            &["chat-load", "--stages", "1s:10", "--clients", "10"][..],
+            &["chat-load", "--stages", "1s:10", "--batch-size", "10"],
+            &["chat-load", "--room-sizes", "2x5", "--rooms", "2"],
+            &["chat-load", "--stages", "1s:9,1s:8"],
+        ] {
+            assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let mut args =
+            Args::try_parse_from(["chat-load", "--stages", "1s:10", "--room-sizes", "2x6"])
+                .unwrap();
+        assert!(args.resolve().unwrap_err().contains("hold 12 clients"));
+    }
+
+    #[test]
+    fn stages_and_room_sizes_set_the_counts() {
+        let mut args = Args::try_parse_from([
+            "chat-load",
+            "--stages",
+            "1s:10,1s:12",
+            "--room-sizes",
+            "2x5,2",
+        ])
+        .unwrap();
+        args.resolve().unwrap();
+        assert_eq!((args.clients, args.rooms), (12, 3));
+        let mut args = Args::try_parse_from(["chat-load", "--room-sizes", "3x4"]).unwrap();
+        args.resolve().unwrap();
+        assert_eq!((args.clients, args.rooms), (12, 3));
     }
 }

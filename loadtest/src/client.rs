@@ -4,39 +4,56 @@
 //! A client is a single task that owns its socket (no split, no lock): one
 //! `select!` waits on the next frame, the next send time and the run's
 //! cancellation. Timers are pinned once and reset, never recreated per frame,
-//! because a busy client goes round the loop once per delivery.
+//! and the frames already read are handled in one turn of the loop.
 //!
 //! Open loop: message `k` is due at `joined + phase + k/rate` whatever the
 //! server does; a late send still carries its *scheduled* time, so a stall
-//! shows up in the latencies instead of silently lowering the send rate.
+//! shows up in the latencies instead of silently lowering the send rate (a
+//! send that leaves up to a timer tick early carries the time it left, see
+//! `pacing`). Sends never answered, and messages due but never sent, are
+//! handed back as lost so the histograms get their lower bounds.
 //! Closed loop (`--closed-loop`): message `k+1` waits for the ack of `k`, and
 //! latency counts from the actual send, like the seed's test.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 
 use crate::audit::{Member, Receipt};
 use crate::auth;
+use crate::pacing::{stamp_time, timer_deadline};
 use crate::shard::Shard;
 use crate::stamp::Stamp;
+use crate::tls::Tls;
 use crate::wire::{self, Inbound};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Small buffers: thousands of connections, small frames.
+/// Small buffers: thousands of connections, small frames. tungstenite
+/// zero-fills the free part of its read buffer (up to `read_buffer_size`)
+/// before every read, which was the largest single user-space cost of the
+/// receive path with 16 KiB; 2 KiB holds a dozen deliveries, and a longer
+/// frame still gets a buffer of its own length (read 2 KiB at a time).
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
 }
+
+const READ_BUFFER: usize = 2 * 1024;
+
+/// Frames handled in one go once the socket has data, before the client
+/// looks at its send timer again (sends must not wait behind a long burst).
+const FRAMES_PER_TURN: usize = 64;
 
 /// Why a connection did not reach `joined`; the `kind` is a report key.
 #[derive(Debug, thiserror::Error)]
@@ -127,17 +144,30 @@ pub struct Client {
     member: Member,
     /// Index of the next message to send.
     next_msg: u32,
-    /// Sends not yet answered by `ack` or `error`.
-    outstanding: u32,
-    /// Origin of the send timetable (first `joined` + phase).
-    timetable: Instant,
+    /// Sends on the current connection not yet answered by `ack` or `error`:
+    /// `(k, scheduled µs)`, oldest first.
+    pending: VecDeque<(u32, u64)>,
+    /// Sends that will never be answered (their connection was lost, or the
+    /// run ended first) and messages that fell due but were never sent.
+    lost: Vec<Stamp>,
+    /// Origin of the send timetable (first `joined` + phase); `None` until then.
+    timetable: Option<Instant>,
     slot: SenderSlot,
     reconnects_left: u32,
     room_all_sent: bool,
 }
 
-/// Runs one client to the end; returns its room and its audit record.
-pub async fn run(shard: Rc<Shard>, id: u32) -> (usize, Member) {
+/// What a client hands back at the end.
+pub struct Outcome {
+    pub room: usize,
+    pub member: Member,
+    /// Sends never answered and messages due but never sent (see `audit::LostSend`).
+    pub lost: Vec<Stamp>,
+}
+
+/// Runs one client to the end; returns its room, its audit record and its
+/// lost sends.
+pub async fn run(shard: Rc<Shard>, id: u32) -> Outcome {
     let plan = &shard.shared.plan;
     let room = plan.room_of(id) as usize;
     let mut client = Client {
@@ -156,12 +186,24 @@ pub async fn run(shard: Rc<Shard>, id: u32) -> (usize, Member) {
         room,
         member: Member::new(),
         next_msg: 0,
-        outstanding: 0,
-        timetable: Instant::now(),
+        pending: VecDeque::new(),
+        lost: Vec::new(),
+        timetable: None,
         room_all_sent: false,
     };
     client.run().await;
-    (client.room, client.member)
+    client.finish_timetable(Instant::now());
+    let mut lost = client.lost;
+    lost.extend(client.pending.into_iter().map(|(n, scheduled_us)| Stamp {
+        client: client.id,
+        n,
+        scheduled_us,
+    }));
+    Outcome {
+        room: client.room,
+        member: client.member,
+        lost,
+    }
 }
 
 impl Client {
@@ -187,11 +229,11 @@ impl Client {
                 .as_micros() as u64;
             rec.connect.saturating_record(us);
         }
-        self.timetable = joined_at + shared.plan.phase(self.id);
+        self.timetable = Some(joined_at + shared.plan.phase(self.id));
 
         let cancelled = shared.cancel.cancelled();
         tokio::pin!(cancelled);
-        let send_timer = sleep_until(self.due(0).into());
+        let send_timer = sleep_until(timer_deadline(self.due(0)).into());
         tokio::pin!(send_timer);
         let mut all_sent_rx = shared.rooms[self.room].watch_all_sent();
         let all_sent = all_sent_rx.wait_for(|done| *done);
@@ -205,7 +247,7 @@ impl Client {
             }
             let can_send = self.slot.held
                 && self.next_msg < shared.plan.messages
-                && !(shared.plan.closed_loop && self.outstanding > 0);
+                && (!shared.plan.closed_loop || self.pending.is_empty());
             let next = tokio::select! {
                 // Sends first: a flood of frames must not delay the timetable.
                 biased;
@@ -214,7 +256,8 @@ impl Client {
                     let due = self.due(self.next_msg);
                     match self.send(&mut ws, due).await {
                         Ok(()) => {
-                            send_timer.as_mut().reset(self.due(self.next_msg).into());
+                            let next = timer_deadline(self.due(self.next_msg));
+                            send_timer.as_mut().reset(next.into());
                             Next::Continue
                         }
                         Err(_) => Next::Lost { code: "abnormal".into(), reconnect: true },
@@ -225,7 +268,19 @@ impl Client {
                     self.room_all_sent = true;
                     Next::Continue
                 }
-                frame = ws.next() => self.on_frame(frame),
+                frame = ws.next() => {
+                    // The frames already read are handled here, without a
+                    // turn of the select (timers, cancellation) per frame.
+                    let mut next = self.on_frame(frame);
+                    for _ in 1..FRAMES_PER_TURN {
+                        let Next::Continue = next else { break };
+                        match ws.next().now_or_never() {
+                            Some(frame) => next = self.on_frame(frame),
+                            None => break,
+                        }
+                    }
+                    next
+                }
             };
             if let Next::Lost { code, reconnect } = next {
                 self.shard.recorder.borrow_mut().close(&code);
@@ -243,9 +298,10 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }
 
-    /// When message `k` is due.
+    /// When message `k` is due (only called once the timetable is set).
     fn due(&self, k: u32) -> Instant {
-        self.timetable + self.shard.shared.plan.period().mul_f64(f64::from(k))
+        let origin = self.timetable.unwrap_or(self.shard.shared.origin);
+        origin + self.shard.shared.plan.period().mul_f64(f64::from(k))
     }
 
     /// Once every message is sent (or the send window closed) and answered,
@@ -255,13 +311,45 @@ impl Client {
             return;
         }
         let plan = &self.shard.shared.plan;
-        let window_closed = self.next_msg < plan.messages && Instant::now() >= send_deadline;
-        if window_closed {
-            self.next_msg = plan.messages; // the rest are never sent: `unsent`
+        let (messages, closed_loop) = (plan.messages, plan.closed_loop);
+        let now = Instant::now();
+        // Open loop sends every message due within the window, however late
+        // (it is charged from its slot); closed loop stops at the deadline.
+        let over =
+            self.due(self.next_msg) >= send_deadline || (closed_loop && now >= send_deadline);
+        if self.next_msg < messages && over {
+            self.finish_timetable(now);
         }
-        if self.next_msg >= plan.messages && self.outstanding == 0 {
+        if self.next_msg >= messages && self.pending.is_empty() {
             self.slot.release();
         }
+    }
+
+    /// Sending is over at `now`: messages due after the send window are not
+    /// owed (`after_window`); in open loop, those that fell due and were
+    /// never sent are lost, timed from their slot; the rest stay `unsent`.
+    fn finish_timetable(&mut self, now: Instant) {
+        let Some(_) = self.timetable else {
+            return; // never joined: every message is unsent
+        };
+        let shared = self.shard.shared.clone();
+        let plan = &shared.plan;
+        let window_end = shared.at(plan.send_deadline);
+        let mut after_window = 0;
+        for k in self.next_msg..plan.messages {
+            let due = self.due(k);
+            if due >= window_end {
+                after_window += 1;
+            } else if due <= now && !plan.closed_loop {
+                self.lost.push(Stamp {
+                    client: self.id,
+                    n: k,
+                    scheduled_us: shared.micros(due),
+                });
+            }
+        }
+        self.shard.recorder.borrow_mut().counters.after_window += after_window;
+        self.next_msg = plan.messages;
     }
 
     /// Done: nothing more to send, the room is all sent, and this member has
@@ -292,7 +380,9 @@ impl Client {
                 .map_err(|e| ConnectError::Token(e.to_string()))?;
             let url = target.endpoint.request_url(&credential, room);
             let stream = self.tcp(target.addr).await.map_err(ConnectError::Io)?;
-            let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config())).await?;
+            let connector = shared.plan.tls.as_ref().map(Tls::connector);
+            let (mut ws, _) =
+                client_async_tls_with_config(url, stream, Some(ws_config()), connector).await?;
             if let Some(since) = since {
                 let join = wire::join(&self.room_name, Some(since));
                 ws.send(Message::text(join)).await?;
@@ -341,7 +431,8 @@ impl Client {
             };
             match Inbound::parse(&text) {
                 Ok(Inbound::Joined { room, last_seq }) if room == self.room_name => {
-                    self.member.joined(last_seq);
+                    let at = self.shard.shared.micros(Instant::now());
+                    self.member.joined(last_seq, at);
                     return Ok(());
                 }
                 Ok(Inbound::Error {
@@ -362,7 +453,13 @@ impl Client {
         let shared = self.shard.shared.clone();
         let mut backoff = Duration::from_millis(100);
         // Sends in flight on the lost connection will never be answered.
-        self.outstanding = 0;
+        let id = self.id;
+        self.lost
+            .extend(self.pending.drain(..).map(|(n, scheduled_us)| Stamp {
+                client: id,
+                n,
+                scheduled_us,
+            }));
         while self.reconnects_left > 0 {
             self.reconnects_left -= 1;
             tokio::select! {
@@ -371,6 +468,7 @@ impl Client {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
             self.target = (self.target + 1) % shared.plan.targets.len();
+            shared.connected_to[self.id as usize].store(self.target as u32, Ordering::Relaxed);
             let since = self.member.since();
             match self.connect(Some(since)).await {
                 Ok(ws) => {
@@ -390,26 +488,26 @@ impl Client {
     async fn send(&mut self, ws: &mut Ws, due: Instant) -> Result<(), tungstenite::Error> {
         let shared = &self.shard.shared;
         let now = Instant::now();
-        let scheduled = if shared.plan.closed_loop { now } else { due };
+        let scheduled = if shared.plan.closed_loop {
+            now
+        } else {
+            stamp_time(due, now)
+        };
         let stamp = Stamp {
             client: self.id,
             n: self.next_msg,
             scheduled_us: shared.micros(scheduled),
         };
-        let frame = wire::send(
-            &self.room_name,
-            &stamp.body(shared.plan.body_size),
-            &stamp.reference(),
-        );
+        let frame = wire::send(&self.room_name, &stamp, shared.plan.body_size);
         ws.send(Message::text(frame)).await?;
         self.next_msg += 1;
-        self.outstanding += 1;
+        self.pending.push_back((stamp.n, stamp.scheduled_us));
         let mut rec = self.shard.recorder.borrow_mut();
         rec.counters.sent += 1;
         rec.scheduled.mark(stamp.scheduled_us);
         rec.written.mark(shared.micros(now));
         rec.send_lag
-            .saturating_record(now.saturating_duration_since(due).as_micros() as u64);
+            .saturating_record(now.saturating_duration_since(scheduled).as_micros() as u64);
         Ok(())
     }
 
@@ -450,41 +548,61 @@ impl Client {
                     return;
                 }
                 let receipt = self.member.receive(seq);
+                let mut ledgers = self.shard.ledgers.borrow_mut();
                 match Stamp::parse_body(&body) {
                     Some(stamp) => {
+                        ledgers[self.room].seen(seq, stamp);
                         if matches!(
                             receipt,
                             Receipt::InOrder | Receipt::AfterGap { .. } | Receipt::OutOfOrder
                         ) {
                             let latency = at.saturating_sub(stamp.scheduled_us);
                             rec.delivery.saturating_record(latency);
+                            let sender = shared
+                                .connected_to
+                                .get(stamp.client as usize)
+                                .map_or(usize::MAX, |t| t.load(Ordering::Relaxed) as usize);
+                            rec.delivery_via(self.target, sender, latency);
                             self.shard.window.borrow_mut().saturating_record(latency);
+                            if let Some(second) = &self.shard.second {
+                                second.borrow_mut().delivery.saturating_record(latency);
+                            }
                         }
                     }
-                    None => rec.counters.foreign += 1,
+                    None => {
+                        ledgers[self.room].seen_seq(seq);
+                        rec.counters.foreign += 1;
+                    }
                 }
             }
             Ok(Inbound::Ack { reference, seq, .. }) => {
                 rec.counters.acked += 1;
-                self.outstanding = self.outstanding.saturating_sub(1);
-                self.shard.ledgers.borrow_mut()[self.room].acked(seq);
                 shared.rooms[self.room].acked(seq);
-                if let Some((_, scheduled_us)) =
-                    reference.as_deref().and_then(Stamp::parse_reference)
-                {
-                    rec.ack
-                        .saturating_record(shared.micros(now).saturating_sub(scheduled_us));
+                let mut ledgers = self.shard.ledgers.borrow_mut();
+                match reference.as_deref().and_then(Stamp::parse_reference) {
+                    Some((n, scheduled_us)) => {
+                        answered(&mut self.pending, n);
+                        let stamp = Stamp {
+                            client: self.id,
+                            n,
+                            scheduled_us,
+                        };
+                        ledgers[self.room].acked(seq, stamp);
+                        let latency = shared.micros(now).saturating_sub(scheduled_us);
+                        rec.ack.saturating_record(latency);
+                        rec.target(self.target).ack.saturating_record(latency);
+                        if let Some(second) = &self.shard.second {
+                            second.borrow_mut().ack.saturating_record(latency);
+                        }
+                    }
+                    None => ledgers[self.room].seen_seq(seq),
                 }
             }
             Ok(Inbound::Error { code, reference }) => {
                 rec.error_frame(&code);
-                if reference
-                    .as_deref()
-                    .and_then(Stamp::parse_reference)
-                    .is_some()
-                {
+                if let Some((n, _)) = reference.as_deref().and_then(Stamp::parse_reference) {
                     rec.counters.rejected += 1;
-                    self.outstanding = self.outstanding.saturating_sub(1);
+                    answered(&mut self.pending, n);
                 }
             }
             Ok(Inbound::Presence) => rec.counters.presence += 1,
@@ -494,6 +612,13 @@ impl Client {
                 rec.counters.bad_frames += 1;
             }
         }
+    }
+}
+
+/// Send `n` was answered (acked or rejected): it is no longer pending.
+fn answered(pending: &mut VecDeque<(u32, u64)>, n: u32) {
+    if let Some(i) = pending.iter().position(|&(k, _)| k == n) {
+        pending.remove(i);
     }
 }
 

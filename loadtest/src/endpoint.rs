@@ -19,15 +19,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Value parser for `--url`: plain `ws://host[:port]/path[?query]`.
+    /// Value parser for `--url`: `ws://` or `wss://host[:port]/path[?query]`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
         match url.scheme() {
-            "ws" => {}
-            "wss" => return Err("wss:// is not supported; chat-load speaks plain ws://".into()),
+            "ws" | "wss" => {}
             other => {
                 return Err(format!(
-                    "scheme '{other}' is not ws:// (e.g. ws://127.0.0.1:8080/ws)"
+                    "scheme '{other}' is not ws:// or wss:// (e.g. ws://127.0.0.1:8080/ws)"
                 ));
             }
         }
@@ -35,6 +34,11 @@ impl Endpoint {
             return Err(format!("'{text}' has no host"));
         }
         Ok(Self { url })
+    }
+
+    /// A `wss://` endpoint.
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "wss"
     }
 
     pub fn is_loopback(&self) -> bool {
@@ -87,6 +91,24 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The HTTP base of the instance for its REST API: `ws` → `http`, `wss` →
+    /// `https`, without the query; relative paths resolve next to the
+    /// WebSocket path (`ws://h/chat/ws` → `http://h/chat/api/...`).
+    pub fn http_base(&self) -> Result<Url, String> {
+        let mut url = self.url.clone();
+        let scheme = if url.scheme() == "wss" {
+            "https"
+        } else {
+            "http"
+        };
+        url.set_scheme(scheme)
+            .map_err(|()| format!("{} has no HTTP equivalent", self.url))?;
+        url.set_query(None);
+        Ok(url)
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.url.as_str())
@@ -98,13 +120,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_ws_only() {
-        assert!(Endpoint::parse("ws://127.0.0.1:8080/ws").is_ok());
-        assert!(
-            Endpoint::parse("wss://x/ws")
-                .unwrap_err()
-                .contains("not supported")
-        );
+    fn accepts_ws_and_wss_only() {
+        assert!(!Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap().is_tls());
+        assert!(Endpoint::parse("wss://x/ws").unwrap().is_tls());
         assert!(
             Endpoint::parse("http://x/ws")
                 .unwrap_err()
@@ -136,5 +154,12 @@ mod tests {
                 .is_loopback()
         );
         assert!(Endpoint::parse("ws://[::1]:80/ws").unwrap().is_loopback());
+    }
+
+    #[test]
+    fn the_rest_api_sits_next_to_the_websocket_path() {
+        let e = Endpoint::parse("ws://localhost:9/chat/ws?x=1").unwrap();
+        let api = e.http_base().unwrap().join("api/rooms/r/messages").unwrap();
+        assert_eq!(api.as_str(), "http://localhost:9/chat/api/rooms/r/messages");
     }
 }

@@ -32,6 +32,15 @@ pub enum LoadError {
     Runtime(#[source] std::io::Error),
     #[error("a generator thread panicked")]
     ShardPanicked,
+    #[error("wss: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("--verify-history: {0}")]
+    History(#[from] crate::history::HistoryError),
+    #[error("cannot write the time series to {path}: {source}", path = .path.display())]
+    Timeseries {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the JSON summary to {path}: {source}", path = .path.display())]
     Json {
         path: PathBuf,

@@ -11,20 +11,27 @@
 
 pub mod audit;
 pub mod auth;
+pub mod churn;
 pub mod cli;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod history;
+pub mod lag_probe;
+pub mod pacing;
 pub mod plan;
 pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod shard;
 pub mod shared;
 pub mod stamp;
 pub mod sysres;
 pub mod threshold;
+pub mod timeseries;
+pub mod tls;
 pub mod wire;
 
 pub use cli::Args;

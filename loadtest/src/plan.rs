@@ -21,6 +21,8 @@ use std::time::Duration;
 use crate::auth::Tokens;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
+use crate::scenario::{RoomSizes, Stages};
+use crate::tls::Tls;
 
 /// One instance under load, resolved.
 #[derive(Debug, Clone)]
@@ -50,6 +52,16 @@ pub struct Plan {
     pub end_deadline: Duration,
     /// With `--jwt-secret`: mints each connection's `?token=`, valid past the end deadline.
     pub tokens: Option<Tokens>,
+    /// With `--stages`: start times follow the ramp (one client per batch).
+    pub stages: Option<Stages>,
+    /// With a `wss://` URL: the TLS configuration of every connection.
+    pub tls: Option<Tls>,
+    /// With `--churn`: extra connections per second that join and leave.
+    pub churn_rate: Option<f64>,
+    /// How long each churner stays in its room.
+    pub churn_stay: Duration,
+    /// With `--room-sizes`: each client's `(room, member index)`.
+    pub placement: Option<Vec<(u32, u32)>>,
 }
 
 impl Plan {
@@ -60,7 +72,11 @@ impl Plan {
             clients: args.clients,
             rooms: args.rooms,
             messages: args.messages,
-            batch_size: args.batch_size,
+            batch_size: if args.stages.is_some() {
+                1
+            } else {
+                args.batch_size
+            },
             batch_interval: args.batch_interval,
             rate: args.rate,
             closed_loop: args.closed_loop,
@@ -71,6 +87,11 @@ impl Plan {
             send_deadline: Duration::ZERO,
             end_deadline: Duration::ZERO,
             tokens: None,
+            stages: args.stages.clone(),
+            tls: None,
+            churn_rate: args.churn,
+            churn_stay: args.churn_stay,
+            placement: args.room_sizes.as_ref().map(RoomSizes::placement),
         };
         // Without --duration, sending may run until the last client's timetable
         // is over, plus one drain period of slack for closed-loop lag.
@@ -87,17 +108,28 @@ impl Plan {
         plan
     }
 
+    /// The client's room and its index among the room's members.
+    fn place(&self, client: u32) -> (u32, u32) {
+        match &self.placement {
+            Some(placement) => placement[client as usize],
+            None => (client % self.rooms, client / self.rooms),
+        }
+    }
+
     pub fn room_of(&self, client: u32) -> u32 {
-        client % self.rooms
+        self.place(client).0
     }
 
     pub fn target_of(&self, client: u32) -> usize {
-        let (room, member) = (client % self.rooms, client / self.rooms);
+        let (room, member) = self.place(client);
         ((u64::from(room) + u64::from(member)) % self.targets.len() as u64) as usize
     }
 
     pub fn start_of(&self, client: u32) -> Duration {
-        self.batch_interval * (client / self.batch_size)
+        match &self.stages {
+            Some(stages) => stages.start_of(client),
+            None => self.batch_interval * (client / self.batch_size),
+        }
     }
 
     pub fn last_start(&self) -> Duration {
@@ -150,8 +182,9 @@ mod tests {
     use clap::Parser;
 
     fn plan(argv: &[&str], urls: usize) -> Plan {
-        let args =
+        let mut args =
             Args::try_parse_from(std::iter::once("chat-load").chain(argv.iter().copied())).unwrap();
+        args.resolve().unwrap();
         let target = Target {
             endpoint: Endpoint::parse("ws://127.0.0.1:1/ws").unwrap(),
             addr: "127.0.0.1:1".parse().unwrap(),
@@ -190,6 +223,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn uneven_rooms_still_span_every_instance() {
+        let p = plan(&["--room-sizes", "1x30,5x6"], 2);
+        assert_eq!((p.clients, p.rooms), (60, 6));
+        for room in 0..6 {
+            let members: Vec<u32> = (0..60).filter(|&c| p.room_of(c) == room).collect();
+            assert_eq!(members.len(), if room == 0 { 30 } else { 6 });
+            let on_first = members.iter().filter(|&&c| p.target_of(c) == 0).count();
+            assert_eq!(on_first * 2, members.len(), "room {room}");
+        }
+    }
+
+    #[test]
+    fn stages_start_one_client_at_a_time_on_the_ramp() {
+        let p = plan(&["--stages", "2s:4", "--rooms", "2"], 1);
+        assert_eq!((p.clients, p.batch_size, p.batches()), (4, 1, 4));
+        let starts: Vec<_> = (0..4).map(|c| p.start_of(c).as_millis()).collect();
+        assert_eq!(starts, [500, 1000, 1500, 2000]);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Counters {
     pub reconnect_failures: u64,
     /// `send` frames written.
     pub sent: u64,
+    /// Messages whose slot fell after the send window (`--duration`): not due.
+    pub after_window: u64,
     /// `ack` frames for our sends.
     pub acked: u64,
     /// `error` frames answering one of our sends (the message was not accepted).
@@ -44,6 +46,11 @@ pub struct Counters {
     pub presence: u64,
     /// Frames that were not valid protocol JSON, or binary.
     pub bad_frames: u64,
+    /// `--churn`: connections that reached `joined`, that left as planned,
+    /// and that failed to join or dropped before leaving.
+    pub churn_joins: u64,
+    pub churn_leaves: u64,
+    pub churn_failures: u64,
 }
 
 impl Counters {
@@ -55,12 +62,16 @@ impl Counters {
             reconnects,
             reconnect_failures,
             sent,
+            after_window,
             acked,
             rejected,
             messages,
             foreign,
             presence,
             bad_frames,
+            churn_joins,
+            churn_leaves,
+            churn_failures,
         } = o;
         self.attempted += attempted;
         self.connected += connected;
@@ -68,12 +79,16 @@ impl Counters {
         self.reconnects += reconnects;
         self.reconnect_failures += reconnect_failures;
         self.sent += sent;
+        self.after_window += after_window;
         self.acked += acked;
         self.rejected += rejected;
         self.messages += messages;
         self.foreign += foreign;
         self.presence += presence;
         self.bad_frames += bad_frames;
+        self.churn_joins += churn_joins;
+        self.churn_leaves += churn_leaves;
+        self.churn_failures += churn_failures;
     }
 }
 
@@ -112,6 +127,18 @@ pub struct Recorder {
     pub delivery: Histogram<u64>,
     /// Scheduled send → actual write (how late the generator itself was).
     pub send_lag: Histogram<u64>,
+    /// How long a task that became ready waited for its generator thread
+    /// (see `lag_probe`): the generator's own share of every receive time.
+    pub receive_lag: Histogram<u64>,
+    /// Samples of `ack` that are lower bounds for sends never answered.
+    pub ack_lower_bounds: u64,
+    /// Per instance (`--url` index): deliveries to the clients connected to
+    /// it, acks to the senders connected to it. Grown on first use.
+    pub by_target: Vec<TargetLatency>,
+    /// Deliveries whose sender and receiver were on the same instance.
+    pub same_instance: Histogram<u64>,
+    /// Deliveries that crossed from one instance to another (via Redis).
+    pub cross_instance: Histogram<u64>,
     pub counters: Counters,
     /// Why first connections failed (`refused`, `timeout`, `http 404`, …).
     pub connect_errors: BTreeMap<String, u64>,
@@ -136,6 +163,11 @@ impl Default for Recorder {
             ack: latency_histogram(),
             delivery: latency_histogram(),
             send_lag: latency_histogram(),
+            receive_lag: latency_histogram(),
+            ack_lower_bounds: 0,
+            by_target: Vec::new(),
+            same_instance: latency_histogram(),
+            cross_instance: latency_histogram(),
             counters: Counters::default(),
             connect_errors: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -157,7 +189,38 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
     }
 }
 
+/// The latencies seen through one instance.
+#[derive(Clone)]
+pub struct TargetLatency {
+    pub delivery: Histogram<u64>,
+    pub ack: Histogram<u64>,
+}
+
 impl Recorder {
+    /// The figures of instance `index`, created on first use.
+    pub fn target(&mut self, index: usize) -> &mut TargetLatency {
+        if self.by_target.len() <= index {
+            self.by_target.resize(
+                index + 1,
+                TargetLatency {
+                    delivery: latency_histogram(),
+                    ack: latency_histogram(),
+                },
+            );
+        }
+        &mut self.by_target[index]
+    }
+
+    /// A timed delivery to a client on instance `receiver` of a message whose
+    /// sender was on instance `sender`.
+    pub fn delivery_via(&mut self, receiver: usize, sender: usize, latency_us: u64) {
+        self.target(receiver).delivery.saturating_record(latency_us);
+        match receiver == sender {
+            true => self.same_instance.saturating_record(latency_us),
+            false => self.cross_instance.saturating_record(latency_us),
+        }
+    }
+
     pub fn connect_error(&mut self, kind: &str) {
         bump(&mut self.connect_errors, kind, 1);
     }
@@ -186,11 +249,24 @@ impl Recorder {
             (&mut self.ack, &o.ack),
             (&mut self.delivery, &o.delivery),
             (&mut self.send_lag, &o.send_lag),
+            (&mut self.receive_lag, &o.receive_lag),
+            (&mut self.same_instance, &o.same_instance),
+            (&mut self.cross_instance, &o.cross_instance),
         ] {
             mine.add(theirs)
                 .expect("histograms with equal bounds always add");
         }
         self.counters.merge(&o.counters);
+        self.ack_lower_bounds += o.ack_lower_bounds;
+        for (i, theirs) in o.by_target.iter().enumerate() {
+            let mine = self.target(i);
+            for (a, b) in [
+                (&mut mine.delivery, &theirs.delivery),
+                (&mut mine.ack, &theirs.ack),
+            ] {
+                a.add(b).expect("histograms with equal bounds always add");
+            }
+        }
         for (mine, theirs) in [
             (&mut self.connect_errors, &o.connect_errors),
             (&mut self.errors, &o.errors),

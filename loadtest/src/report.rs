@@ -10,8 +10,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::audit::AuditReport;
+use crate::history::HistoryReport;
 use crate::plan::Plan;
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, TargetLatency};
 use crate::sysres::Usage;
 use crate::threshold::{self, Threshold, Verdict};
 
@@ -25,7 +26,12 @@ pub struct Summary {
     pub messages: Messages,
     pub deliveries: Deliveries,
     pub latency_ms: Latencies,
+    /// The same latencies by instance, and delivery by path.
+    pub breakdown: Breakdown,
     pub audit: AuditReport,
+    /// `--verify-history`: the acked messages checked against the stored
+    /// history (`null` without the flag).
+    pub history: Option<HistoryReport>,
     /// `error` frames received, by `code`.
     pub errors: BTreeMap<String, u64>,
     /// Connection closes seen by clients, by close code (`abnormal`: dropped
@@ -64,6 +70,10 @@ pub struct Connections {
     pub failures: BTreeMap<String, u64>,
     pub reconnects: u64,
     pub reconnect_failures: u64,
+    /// `--churn`: connections that joined, that left as planned, that failed.
+    pub churn_joins: u64,
+    pub churn_leaves: u64,
+    pub churn_failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +81,7 @@ pub struct Messages {
     pub planned: u64,
     pub sent: u64,
     pub unsent: u64,
+    pub after_window: u64,
     pub acked: u64,
     pub rejected: u64,
     pub unacked: u64,
@@ -95,12 +106,35 @@ pub struct Latencies {
     pub ack: LatencyStats,
     pub delivery: LatencyStats,
     pub send_lag: LatencyStats,
+    pub receive_lag: LatencyStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    /// One per `--url`, in order.
+    pub urls: Vec<UrlLatencies>,
+    /// Deliveries whose sender and receiver were connected to one instance.
+    pub same_instance: LatencyStats,
+    /// Deliveries from a sender on another instance (the broker's path).
+    pub cross_instance: LatencyStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlLatencies {
+    pub url: String,
+    /// Deliveries to the clients connected to this instance.
+    pub delivery: LatencyStats,
+    /// Acks to the senders connected to this instance.
+    pub ack: LatencyStats,
 }
 
 /// Milliseconds, from a histogram of microseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LatencyStats {
     pub count: u64,
+    /// Samples (included in `count`) that are lower bounds, run end − scheduled
+    /// time, for messages that were never answered or delivered.
+    pub lower_bounds: u64,
     pub min: f64,
     pub mean: f64,
     pub p50: f64,
@@ -111,13 +145,14 @@ pub struct LatencyStats {
 }
 
 impl LatencyStats {
-    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+    pub fn from_histogram(h: &Histogram<u64>, lower_bounds: u64) -> Self {
         if h.is_empty() {
             return Self::default();
         }
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
             count: h.len(),
+            lower_bounds,
             min: ms(h.min()),
             mean: h.mean() / 1000.0,
             p50: ms(h.value_at_quantile(0.50)),
@@ -128,9 +163,13 @@ impl LatencyStats {
         }
     }
 
+    /// A statistic by name; `None` for a latency of an empty histogram,
+    /// which has no value (and so fails every rule on it).
     fn stat(&self, name: &str) -> Option<f64> {
         Some(match name {
             "count" => self.count as f64,
+            "lower_bounds" => self.lower_bounds as f64,
+            _ if self.count == 0 => return None,
             "min" => self.min,
             "mean" => self.mean,
             "p50" => self.p50,
@@ -162,6 +201,7 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub recorder: &'a Recorder,
     pub audit: AuditReport,
+    pub history: Option<HistoryReport>,
     pub usage: Usage,
     pub threads: usize,
     pub nofile_limit: u64,
@@ -210,11 +250,17 @@ impl Summary {
                 failures: rec.connect_errors.clone(),
                 reconnects: c.reconnects,
                 reconnect_failures: c.reconnect_failures,
+                churn_joins: c.churn_joins,
+                churn_leaves: c.churn_leaves,
+                churn_failures: c.churn_failures,
             },
             messages: Messages {
                 planned: plan.planned_messages(),
                 sent: c.sent,
-                unsent: plan.planned_messages().saturating_sub(c.sent),
+                unsent: plan
+                    .planned_messages()
+                    .saturating_sub(c.sent + c.after_window),
+                after_window: c.after_window,
                 acked: c.acked,
                 rejected: c.rejected,
                 unacked: c.sent.saturating_sub(c.acked + c.rejected),
@@ -233,12 +279,39 @@ impl Summary {
                 bad_frames: c.bad_frames,
             },
             latency_ms: Latencies {
-                connect: LatencyStats::from_histogram(&rec.connect),
-                ack: LatencyStats::from_histogram(&rec.ack),
-                delivery: LatencyStats::from_histogram(&rec.delivery),
-                send_lag: LatencyStats::from_histogram(&rec.send_lag),
+                connect: LatencyStats::from_histogram(&rec.connect, 0),
+                ack: LatencyStats::from_histogram(&rec.ack, rec.ack_lower_bounds),
+                delivery: LatencyStats::from_histogram(
+                    &rec.delivery,
+                    i.audit.delivery_lower_bounds,
+                ),
+                send_lag: LatencyStats::from_histogram(&rec.send_lag, 0),
+                receive_lag: LatencyStats::from_histogram(&rec.receive_lag, 0),
+            },
+            breakdown: Breakdown {
+                urls: plan
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .map(|(index, target)| {
+                        let of = |pick: fn(&TargetLatency) -> &Histogram<u64>| {
+                            rec.by_target
+                                .get(index)
+                                .map(|t| LatencyStats::from_histogram(pick(t), 0))
+                                .unwrap_or_default()
+                        };
+                        UrlLatencies {
+                            url: target.endpoint.to_string(),
+                            delivery: of(|t| &t.delivery),
+                            ack: of(|t| &t.ack),
+                        }
+                    })
+                    .collect(),
+                same_instance: LatencyStats::from_histogram(&rec.same_instance, 0),
+                cross_instance: LatencyStats::from_histogram(&rec.cross_instance, 0),
             },
             audit: i.audit,
+            history: i.history,
             errors: rec.errors.clone(),
             closes: rec.closes.clone(),
             generator: Generator {
@@ -284,6 +357,7 @@ impl Summary {
                 "ack" => &l.ack,
                 "delivery" => &l.delivery,
                 "send_lag" => &l.send_lag,
+                "receive_lag" => &l.receive_lag,
                 _ => return None,
             };
             return stats.stat(stat);
@@ -305,15 +379,25 @@ impl Summary {
             "unexpected" => a.unexpected,
             "lost_acked" => a.lost_acked,
             "incomplete_members" => a.incomplete_members,
+            "duplicate_acks" => a.duplicate_acks,
+            "seq_conflicts" => a.seq_conflicts,
+            "stamp_conflicts" => a.stamp_conflicts,
+            "history_missing" => self.history.as_ref()?.missing,
+            "history_duplicated" => self.history.as_ref()?.duplicated,
+            "history_mismatched" => self.history.as_ref()?.mismatched,
             "connected" => c.connected,
             "connect_errors" => c.failed,
             "reconnects" => c.reconnects,
             "reconnect_failures" => c.reconnect_failures,
+            "churn_joins" => c.churn_joins,
+            "churn_leaves" => c.churn_leaves,
+            "churn_failures" => c.churn_failures,
             "sent" => m.sent,
             "acked" => m.acked,
             "rejected" => m.rejected,
             "unacked" => m.unacked,
             "unsent" => m.unsent,
+            "after_window" => m.after_window,
             "errors" => self.errors.values().sum(),
             "bad_frames" => d.bad_frames,
             "foreign" => d.foreign,
@@ -352,6 +436,14 @@ fn human_rate(v: f64) -> String {
     }
 }
 
+/// One row of the latency table.
+fn latency_row(name: &str, s: &LatencyStats) -> String {
+    format!(
+        "{:<13}{:>10}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
+        name, s.count, s.min, s.mean, s.p50, s.p90, s.p99, s.p99_9, s.max
+    )
+}
+
 /// The human summary table.
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -388,10 +480,17 @@ impl fmt::Display for Summary {
             c.reconnects,
             c.reconnect_failures
         )?;
+        if c.churn_joins + c.churn_failures > 0 {
+            writeln!(
+                w,
+                "churn        joined {}  left {}  failed {}",
+                c.churn_joins, c.churn_leaves, c.churn_failures
+            )?;
+        }
         writeln!(
             w,
-            "messages     planned {}  sent {}  unsent {}  acked {}  rejected {}  unacked {}",
-            m.planned, m.sent, m.unsent, m.acked, m.rejected, m.unacked
+            "messages     planned {}  sent {}  unsent {}  after window {}  acked {}  rejected {}  unacked {}",
+            m.planned, m.sent, m.unsent, m.after_window, m.acked, m.rejected, m.unacked
         )?;
         writeln!(
             w,
@@ -421,12 +520,18 @@ impl fmt::Display for Summary {
             ("ack", &l.ack),
             ("delivery", &l.delivery),
             ("send lag", &l.send_lag),
+            ("receive lag", &l.receive_lag),
         ] {
-            writeln!(
-                w,
-                "{:<13}{:>10}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
-                name, s.count, s.min, s.mean, s.p50, s.p90, s.p99, s.p99_9, s.max
-            )?;
+            writeln!(w, "{}", latency_row(name, s))?;
+        }
+        let b = &self.breakdown;
+        if b.urls.len() > 1 {
+            for (i, u) in b.urls.iter().enumerate() {
+                writeln!(w, "{}", latency_row(&format!("delivery @{i}"), &u.delivery))?;
+                writeln!(w, "{}", latency_row(&format!("ack @{i}"), &u.ack))?;
+            }
+            writeln!(w, "{}", latency_row("same inst.", &b.same_instance))?;
+            writeln!(w, "{}", latency_row("cross inst.", &b.cross_instance))?;
         }
         writeln!(w)?;
         writeln!(
@@ -439,6 +544,26 @@ impl fmt::Display for Summary {
             "             recovered {}  unexpected {}  incomplete members {}  lost acked {}",
             a.recovered, a.unexpected, a.incomplete_members, a.lost_acked
         )?;
+        writeln!(
+            w,
+            "             duplicate acks {}  seq conflicts {}  stamp conflicts {}",
+            a.duplicate_acks, a.seq_conflicts, a.stamp_conflicts
+        )?;
+        let bounds = (l.ack.lower_bounds, l.delivery.lower_bounds);
+        if bounds != (0, 0) {
+            writeln!(
+                w,
+                "             timed as lower bounds (run end - scheduled): {} acks, {} deliveries",
+                bounds.0, bounds.1
+            )?;
+        }
+        if let Some(h) = &self.history {
+            writeln!(
+                w,
+                "history      acked {}  stored {}  missing {}  duplicated {}  mismatched {}",
+                h.acked, h.stored, h.missing, h.duplicated, h.mismatched
+            )?;
+        }
         writeln!(w, "errors       {}", count_map(&self.errors))?;
         writeln!(w, "closes       {}", count_map(&self.closes))?;
         writeln!(
@@ -460,12 +585,15 @@ impl fmt::Display for Summary {
                 Some(threshold::Kind::Percent) => "%",
                 _ => "",
             };
+            let actual = match v.actual.is_nan() {
+                true => "none (no samples)".to_owned(),
+                false => format!("{}{unit}", v.actual),
+            };
             writeln!(
                 w,
-                "  {}  {:<32} actual {}{unit}",
+                "  {}  {:<32} actual {actual}",
                 if v.passed { "PASS" } else { "FAIL" },
                 v.rule,
-                v.actual
             )?;
         }
         let failed = self.failed();
@@ -514,6 +642,7 @@ mod tests {
         let mut recorder = Recorder::default();
         recorder.delivery.record(1_000).unwrap();
         recorder.counters.sent = 2;
+        recorder.counters.acked = 2;
         recorder.error_frame("rate_limited");
         let audit = AuditReport {
             members: 2,
@@ -528,6 +657,7 @@ mod tests {
                 plan: &plan,
                 recorder: &recorder,
                 audit,
+                history: None,
                 usage: Usage::default(),
                 threads: 1,
                 nofile_limit: 1024,
@@ -535,7 +665,7 @@ mod tests {
                 elapsed_s: 1.0,
                 interrupted: false,
             },
-            &threshold::with_defaults(&rules),
+            &threshold::with_defaults(&rules, false),
         )
     }
 
@@ -562,7 +692,12 @@ mod tests {
         ]);
         for name in names {
             assert!(threshold::kind_of(&name).is_some(), "{name}");
-            assert!(s.metric(&name).is_some(), "{name}");
+            // Latencies of empty histograms and the history (not verified
+            // here) have no value.
+            let valueless = name.starts_with("history_")
+                || (!name.starts_with("delivery.")
+                    && threshold::kind_of(&name) == Some(threshold::Kind::Latency));
+            assert_eq!(s.metric(&name).is_none(), valueless, "{name}");
         }
         assert_eq!(s.metric("errors.rate_limited"), Some(1.0));
         assert_eq!(s.metric("delivery.p99"), Some(1.0));
@@ -579,10 +714,23 @@ mod tests {
         assert!(text.contains("FAIL  delivery.max<0.5ms"), "{text}");
         assert!(
             text.contains(
-                "result: FAIL (2 of 6 thresholds failed: delivery.max<0.5ms, missing==0)"
+                "result: FAIL (2 of 12 thresholds failed: delivery.max<0.5ms, missing==0)"
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_latency_rule_on_an_empty_histogram_fails() {
+        // The ack histogram has no samples: nothing was acked.
+        let s = summary(&["ack.p99<50ms", "ack.max!=0ms", "ack.count==0"]);
+        let verdict = |rule: &str| s.thresholds.iter().find(|v| v.rule == rule).unwrap();
+        assert!(!verdict("ack.p99<50ms").passed);
+        assert!(verdict("ack.p99<50ms").actual.is_nan());
+        assert!(!verdict("ack.max!=0ms").passed);
+        assert!(verdict("ack.count==0").passed, "a count is never empty");
+        assert!(s.to_string().contains("FAIL  ack.p99<50ms"));
+        assert!(s.to_string().contains("actual none (no samples)"));
     }
 
     #[test]

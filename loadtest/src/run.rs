@@ -6,8 +6,10 @@
 //! timetable + drain, or `--duration` + drain) cancels whatever is still
 //! running, and the report says what was left unfinished.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
@@ -17,6 +19,7 @@ use crate::auth;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
+use crate::history;
 use crate::plan::{Plan, Target};
 use crate::progress::Progress;
 use crate::recorder::Recorder;
@@ -25,6 +28,8 @@ use crate::shard;
 use crate::shared::Shared;
 use crate::sysres::{self, Usage};
 use crate::threshold;
+use crate::timeseries::{Interval, Merger};
+use crate::tls::Tls;
 use crate::wire;
 
 const TICK: Duration = Duration::from_millis(250);
@@ -32,7 +37,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// Carries out the run described by `args` and returns its summary
 /// (thresholds evaluated). `Err` only when the run could not take place.
 pub fn run(args: &Args) -> Result<Summary, LoadError> {
-    args.validate().map_err(LoadError::Args)?;
+    let mut args = args.clone();
+    args.resolve().map_err(LoadError::Args)?;
+    let args = &args;
     let nofile_limit = sysres::raise_nofile(args.clients)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -51,11 +58,14 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             addr,
         });
     }
-    let plan = Plan::new(args, run_id, targets);
+    let mut plan = Plan::new(args, run_id, targets);
+    if plan.targets.iter().any(|t| t.endpoint.is_tls()) {
+        plan.tls = Some(Tls::new(args.ca_file.as_deref())?);
+    }
     for target in &plan.targets {
         probe(&plan, target, args.connect_timeout).await?;
     }
-    let rules = threshold::with_defaults(&args.thresholds);
+    let rules = threshold::with_defaults(&args.thresholds, args.verify_history);
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
 
@@ -63,7 +73,19 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let usage_start = Usage::now();
-    let shared = Arc::new(Shared::new(plan, threads));
+    let (timeseries, mut seconds) = match &args.timeseries {
+        Some(path) => {
+            let file = File::create(path).map_err(|source| LoadError::Timeseries {
+                path: path.clone(),
+                source,
+            })?;
+            let (sender, receiver) = mpsc::channel();
+            let merger = Merger::new(BufWriter::new(file), threads);
+            (Some(sender), Some((merger, receiver)))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(plan, threads, timeseries));
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
         let shared = shared.clone();
@@ -89,14 +111,25 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             () = &mut end, if !shared.cancel.is_cancelled() => shared.cancel.cancel(),
             _ = tick.tick() => progress.update(&shared),
         }
+        if let Some((merger, receiver)) = &mut seconds {
+            write_seconds(args, merger, receiver.try_iter())?;
+        }
+    }
+    if let Some((mut merger, receiver)) = seconds {
+        write_seconds(args, &mut merger, receiver.try_iter())?;
+        merger
+            .finish()
+            .map_err(|source| timeseries_error(args, source))?;
     }
     progress.finish();
+    let end_us = shared.micros(Instant::now());
     let elapsed_s = shared.origin.elapsed().as_secs_f64();
     let usage = Usage::now().since(&usage_start);
 
     let mut recorder = Recorder::default();
     let mut ledgers = vec![RoomLedger::default(); shared.plan.rooms as usize];
     let mut members = Vec::new();
+    let mut lost = Vec::new();
     for handle in handles {
         let result = handle.join().map_err(|_| LoadError::ShardPanicked)??;
         recorder.merge(&result.recorder);
@@ -105,13 +138,34 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             .zip(result.ledgers)
             .for_each(|(mine, theirs)| mine.merge(theirs));
         members.extend(result.members);
+        lost.extend(result.lost);
     }
-    let audit = audit::audit(&mut ledgers, members.iter().map(|(room, m)| (*room, m)));
+    // wrk2-style: what never happened enters the histograms as a lower bound.
+    for send in &lost {
+        let waited = end_us.saturating_sub(send.stamp.scheduled_us);
+        recorder.ack.saturating_record(waited);
+        recorder.ack_lower_bounds += 1;
+    }
+    let audit = audit::audit(
+        &mut ledgers,
+        members.iter().map(|(room, m)| (*room, m)),
+        &lost,
+        end_us,
+        &mut recorder.delivery,
+    );
+    let history = match args.verify_history {
+        true => {
+            let acked: Vec<_> = ledgers.iter().map(RoomLedger::acked_by_seq).collect();
+            Some(history::verify(&shared.plan, &acked).await?)
+        }
+        false => None,
+    };
     Ok(Summary::build(
         Inputs {
             plan: &shared.plan,
             recorder: &recorder,
             audit,
+            history,
             usage,
             threads,
             nofile_limit,
@@ -121,6 +175,27 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         },
         &rules,
     ))
+}
+
+fn timeseries_error(args: &Args, source: std::io::Error) -> LoadError {
+    LoadError::Timeseries {
+        path: args.timeseries.clone().unwrap_or_default(),
+        source,
+    }
+}
+
+/// Writes the seconds the threads have finished (see `timeseries`).
+fn write_seconds(
+    args: &Args,
+    merger: &mut Merger<BufWriter<File>>,
+    intervals: impl Iterator<Item = Interval>,
+) -> Result<(), LoadError> {
+    for interval in intervals {
+        merger
+            .add(interval)
+            .map_err(|source| timeseries_error(args, source))?;
+    }
+    Ok(())
 }
 
 /// Checks that an endpoint accepts a WebSocket upgrade and serves the
@@ -144,17 +219,19 @@ async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), Load
         let credential = auth::credential(plan.tokens.as_ref(), &user)
             .map_err(|e| unreachable(format!("cannot mint a token: {e}")))?;
         let url = endpoint.request_url(&credential, None);
-        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .map_err(|e| {
-                unreachable(match e {
-                    tungstenite::Error::Http(r) => format!(
-                        "the WebSocket upgrade got HTTP {} (wrong path?)",
-                        r.status()
-                    ),
-                    other => format!("WebSocket handshake failed: {other}"),
-                })
-            })?;
+        let connector = plan.tls.as_ref().map(Tls::connector);
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(url, stream, None, connector)
+                .await
+                .map_err(|e| {
+                    unreachable(match e {
+                        tungstenite::Error::Http(r) => format!(
+                            "the WebSocket upgrade got HTTP {} (wrong path?)",
+                            r.status()
+                        ),
+                        other => format!("WebSocket handshake failed: {other}"),
+                    })
+                })?;
         // A failed write shows up as the close or error read next.
         let _ = ws.send(Message::text(wire::ping())).await;
         let answer = loop {

@@ -17,11 +17,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::task::{JoinHandle, LocalSet};
 
-use crate::audit::{Member, RoomLedger};
+use crate::audit::{LostSend, Member, RoomLedger};
+use crate::churn;
 use crate::client;
 use crate::error::LoadError;
-use crate::recorder::{Recorder, latency_histogram};
+use crate::lag_probe;
+use crate::recorder::{Counters, Recorder, latency_histogram};
 use crate::shared::Shared;
+use crate::timeseries::{Counts, Interval, Window};
 
 /// How often a shard publishes its figures for the progress display.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -34,6 +37,8 @@ pub struct Shard {
     pub window: RefCell<Histogram<u64>>,
     /// Acked seqs per room, for the lost-acked check.
     pub ledgers: RefCell<Vec<RoomLedger>>,
+    /// With `--timeseries`: the latencies of the current second.
+    pub second: Option<RefCell<Window>>,
 }
 
 /// What a shard hands back when its clients are done.
@@ -42,6 +47,8 @@ pub struct ShardResult {
     pub ledgers: Vec<RoomLedger>,
     /// (room index, member) of every client that ran.
     pub members: Vec<(usize, Member)>,
+    /// Sends never answered, and messages due but never sent.
+    pub lost: Vec<LostSend>,
 }
 
 /// Runs shard `index` of `threads` to completion on the calling thread.
@@ -55,22 +62,47 @@ pub fn run(shared: Arc<Shared>, index: usize, threads: usize) -> Result<ShardRes
         recorder: RefCell::new(Recorder::default()),
         window: RefCell::new(latency_histogram()),
         ledgers: RefCell::new(vec![RoomLedger::default(); shared.plan.rooms as usize]),
+        second: shared.timeseries.as_ref().map(|_| RefCell::default()),
         shared,
     });
-    let members = LocalSet::new().block_on(&runtime, drive(shard.clone(), threads))?;
+    let outcomes = LocalSet::new().block_on(&runtime, drive(shard.clone(), threads))?;
     let shard = Rc::try_unwrap(shard).map_err(|_| LoadError::ShardPanicked)?;
+    let mut members = Vec::with_capacity(outcomes.len());
+    let mut lost = Vec::new();
+    for outcome in outcomes {
+        let room = outcome.room;
+        lost.extend(
+            outcome
+                .lost
+                .into_iter()
+                .map(|stamp| LostSend { room, stamp }),
+        );
+        members.push((room, outcome.member));
+    }
     Ok(ShardResult {
         recorder: shard.recorder.into_inner(),
         ledgers: shard.ledgers.into_inner(),
         members,
+        lost,
     })
 }
 
-async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<(usize, Member)>, LoadError> {
+async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<client::Outcome>, LoadError> {
     let shared = shard.shared.clone();
     let plan = &shared.plan;
     let publisher = tokio::task::spawn_local(publish(shard.clone()));
-    let mut handles: Vec<JoinHandle<(usize, Member)>> = Vec::new();
+    let churn = tokio::task::spawn_local(churn::run(shard.clone(), threads));
+    let reporter = Rc::new(RefCell::new(SecondReporter::default()));
+    let seconds = tokio::task::spawn_local(report_seconds(shard.clone(), reporter.clone()));
+    let probed = shard.clone();
+    let probe = tokio::task::spawn_local(lag_probe::run(move |us| {
+        probed
+            .recorder
+            .borrow_mut()
+            .receive_lag
+            .saturating_record(us);
+    }));
+    let mut handles: Vec<JoinHandle<client::Outcome>> = Vec::new();
     for batch in 0..plan.batches() {
         let start = shared.at(plan.start_of(batch * plan.batch_size));
         tokio::select! {
@@ -83,14 +115,62 @@ async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<(usize, Member)>,
             handles.push(tokio::task::spawn_local(client::run(shard.clone(), id)));
         }
     }
-    let mut members = Vec::with_capacity(handles.len());
+    let mut outcomes = Vec::with_capacity(handles.len());
     for handle in handles {
-        members.push(handle.await.map_err(|_| LoadError::ShardPanicked)?);
+        outcomes.push(handle.await.map_err(|_| LoadError::ShardPanicked)?);
     }
-    publisher.abort();
-    let _ = publisher.await;
+    for task in [publisher, probe, seconds, churn] {
+        task.abort();
+        let _ = task.await;
+    }
     publish_now(&shard);
-    Ok(members)
+    // The last, partial second.
+    let last = shard.shared.origin.elapsed().as_secs() + 1;
+    reporter.borrow_mut().send(&shard, last);
+    Ok(outcomes)
+}
+
+/// The figures of the second being reported: counters as they were at its start.
+#[derive(Default)]
+struct SecondReporter {
+    counters: Counters,
+    errors: u64,
+}
+
+impl SecondReporter {
+    /// Sends the interval that ends at `second` (since the origin).
+    fn send(&mut self, shard: &Shard, second: u64) {
+        let (Some(sender), Some(window)) = (&shard.shared.timeseries, &shard.second) else {
+            return;
+        };
+        let recorder = shard.recorder.borrow();
+        let errors = recorder.errors.values().sum();
+        let counts = Counts::between(&self.counters, &recorder.counters, self.errors, errors);
+        self.counters = recorder.counters.clone();
+        self.errors = errors;
+        let window = std::mem::take(&mut *window.borrow_mut());
+        // The main thread is gone only when the run is over.
+        let _ = sender.send(Interval {
+            second,
+            counts,
+            window,
+        });
+    }
+}
+
+/// With `--timeseries`, reports every whole second since the origin until
+/// aborted (the caller then reports the last, partial second).
+async fn report_seconds(shard: Rc<Shard>, reporter: Rc<RefCell<SecondReporter>>) {
+    if shard.second.is_none() {
+        return;
+    }
+    let origin = shard.shared.origin;
+    let mut second = origin.elapsed().as_secs() + 1;
+    loop {
+        tokio::time::sleep_until((origin + Duration::from_secs(second)).into()).await;
+        reporter.borrow_mut().send(&shard, second);
+        second += 1;
+    }
 }
 
 async fn publish(shard: Rc<Shard>) {

@@ -5,8 +5,8 @@
 //! progress tick four times a second); deliveries, the hot path, stay within
 //! one thread's `Recorder`.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::plan::Plan;
 use crate::recorder::{Recorder, latency_histogram};
+use crate::timeseries::Interval;
 
 pub struct Shared {
     pub plan: Plan,
@@ -25,10 +26,15 @@ pub struct Shared {
     pub rooms: Vec<RoomState>,
     /// One per generator thread.
     pub live: Vec<Live>,
+    /// The instance each client is connected to now (`--url` index), so a
+    /// receiver knows whether a message crossed instances.
+    pub connected_to: Vec<AtomicU32>,
+    /// With `--timeseries`: where the threads send their finished seconds.
+    pub timeseries: Option<mpsc::Sender<Interval>>,
 }
 
 impl Shared {
-    pub fn new(plan: Plan, threads: usize) -> Self {
+    pub fn new(plan: Plan, threads: usize, timeseries: Option<mpsc::Sender<Interval>>) -> Self {
         let mut members = vec![0u32; plan.rooms as usize];
         (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize] += 1);
         Self {
@@ -36,6 +42,10 @@ impl Shared {
             cancel: CancellationToken::new(),
             rooms: members.into_iter().map(RoomState::new).collect(),
             live: (0..threads).map(|_| Live::default()).collect(),
+            timeseries,
+            connected_to: (0..plan.clients)
+                .map(|c| AtomicU32::new(plan.target_of(c) as u32))
+                .collect(),
             plan,
         }
     }

@@ -51,10 +51,10 @@ pub enum Kind {
 }
 
 /// Latency histograms and the statistics each one reports.
-pub const LATENCIES: [&str; 4] = ["connect", "ack", "delivery", "send_lag"];
+pub const LATENCIES: [&str; 5] = ["connect", "ack", "delivery", "send_lag", "receive_lag"];
 pub const STATS: [&str; 7] = ["min", "mean", "p50", "p90", "p99", "p99.9", "max"];
 /// Plain counters of the summary.
-pub const COUNTS: [&str; 21] = [
+pub const COUNTS: [&str; 31] = [
     "expected",
     "delivered",
     "missing",
@@ -64,15 +64,25 @@ pub const COUNTS: [&str; 21] = [
     "unexpected",
     "lost_acked",
     "incomplete_members",
+    "duplicate_acks",
+    "seq_conflicts",
+    "stamp_conflicts",
+    "history_missing",
+    "history_duplicated",
+    "history_mismatched",
     "connected",
     "connect_errors",
     "reconnects",
     "reconnect_failures",
+    "churn_joins",
+    "churn_leaves",
+    "churn_failures",
     "sent",
     "acked",
     "rejected",
     "unacked",
     "unsent",
+    "after_window",
     "errors",
     "bad_frames",
     "foreign",
@@ -93,7 +103,7 @@ pub fn kind_of(metric: &str) -> Option<Kind> {
         && LATENCIES.contains(&family)
     {
         return match stat {
-            "count" => Some(Kind::Count),
+            "count" | "lower_bounds" => Some(Kind::Count),
             s if STATS.contains(&s) => Some(Kind::Latency),
             _ => None,
         };
@@ -149,7 +159,7 @@ impl Threshold {
         let value = &compact[at + symbol.len()..];
         let kind = kind_of(metric).ok_or_else(|| {
             format!(
-                "unknown metric '{metric}' in '{rule}'; use <{}>.<{}|count>, {}, {}, cpu_percent, errors.<code> or closes.<code>",
+                "unknown metric '{metric}' in '{rule}'; use <{}>.<{}|count|lower_bounds>, {}, {}, cpu_percent, errors.<code> or closes.<code>",
                 LATENCIES.join("|"),
                 STATS.join("|"),
                 COUNTS.join(", "),
@@ -170,7 +180,9 @@ impl Threshold {
             rule: self.rule.clone(),
             metric: self.metric.clone(),
             actual,
-            passed: self.op.holds(actual, self.limit),
+            // NaN: the metric has no value (a latency with no samples), which
+            // no rule accepts.
+            passed: !actual.is_nan() && self.op.holds(actual, self.limit),
         }
     }
 }
@@ -207,17 +219,43 @@ fn parse_limit(kind: Kind, value: &str) -> Result<f64, String> {
     }
 }
 
+/// Rules that apply unless the user sets a rule on the same metric: a run
+/// passes only if everything planned happened, exactly once.
+pub const DEFAULTS: [&str; 9] = [
+    "missing==0",
+    "duplicated==0",
+    "out_of_order==0",
+    "unacked==0",
+    "unsent==0",
+    "connect_errors==0",
+    "duplicate_acks==0",
+    "seq_conflicts==0",
+    "stamp_conflicts==0",
+];
+
+/// Defaults added by `--verify-history`.
+pub const HISTORY_DEFAULTS: [&str; 3] = [
+    "history_missing==0",
+    "history_duplicated==0",
+    "history_mismatched==0",
+];
+
+/// Metrics that have a value only with `--verify-history`.
+pub fn needs_history(metric: &str) -> bool {
+    metric.starts_with("history_")
+}
+
 /// The rules a run is judged by: the user's, plus the defaults for metrics the
-/// user did not mention (`missing==0`, `duplicated==0`, `out_of_order==0`),
-/// plus `lost_acked==0`, which always applies.
-pub fn with_defaults(user: &[Threshold]) -> Vec<Threshold> {
+/// user did not mention ([`DEFAULTS`], and [`HISTORY_DEFAULTS`] when the
+/// history is verified), plus `lost_acked==0`, which always applies.
+pub fn with_defaults(user: &[Threshold], verify_history: bool) -> Vec<Threshold> {
     let mut rules = user.to_vec();
-    for default in [
-        "missing==0",
-        "duplicated==0",
-        "out_of_order==0",
-        "lost_acked==0",
-    ] {
+    let history: &[&str] = if verify_history {
+        &HISTORY_DEFAULTS
+    } else {
+        &[]
+    };
+    for default in DEFAULTS.iter().chain(history).chain(&["lost_acked==0"]) {
         let rule = Threshold::parse(default).expect("built-in rules parse");
         let overridden =
             rule.metric != "lost_acked" && user.iter().any(|t| t.metric == rule.metric);
@@ -284,46 +322,36 @@ mod tests {
 
     #[test]
     fn defaults_apply_unless_overridden() {
-        let rules = |user: &[&str]| -> Vec<String> {
+        let rules = |user: &[&str], history: bool| -> Vec<String> {
             let user: Vec<_> = user.iter().map(|r| Threshold::parse(r).unwrap()).collect();
-            with_defaults(&user).into_iter().map(|t| t.rule).collect()
+            with_defaults(&user, history)
+                .into_iter()
+                .map(|t| t.rule)
+                .collect()
         };
-        assert_eq!(
-            rules(&[]),
-            [
-                "missing==0",
-                "duplicated==0",
-                "out_of_order==0",
-                "lost_acked==0"
-            ]
+        let all: Vec<String> = DEFAULTS
+            .iter()
+            .chain(&["lost_acked==0"])
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(rules(&[], false), all);
+        for required in ["unacked==0", "unsent==0", "connect_errors==0"] {
+            assert!(all.iter().any(|r| r == required), "{required}");
+        }
+        let relaxed = rules(&["missing<10", "unsent<5"], false);
+        assert_eq!(relaxed[..2], ["missing<10", "unsent<5"]);
+        assert!(
+            !relaxed
+                .iter()
+                .any(|r| r == "missing==0" || r == "unsent==0")
         );
-        assert_eq!(
-            rules(&["missing<10"]),
-            [
-                "missing<10",
-                "duplicated==0",
-                "out_of_order==0",
-                "lost_acked==0"
-            ]
-        );
-        assert_eq!(
-            rules(&["lost_acked<3"]),
-            [
-                "lost_acked<3",
-                "missing==0",
-                "duplicated==0",
-                "out_of_order==0",
-                "lost_acked==0"
-            ]
-        );
-        assert_eq!(
-            rules(&["missing==0"]),
-            [
-                "missing==0",
-                "duplicated==0",
-                "out_of_order==0",
-                "lost_acked==0"
-            ]
-        );
+        assert_eq!(relaxed.len(), all.len());
+        let lost = rules(&["lost_acked<3"], false);
+        assert_eq!(lost.first().map(String::as_str), Some("lost_acked<3"));
+        assert_eq!(lost.last().map(String::as_str), Some("lost_acked==0"));
+        assert_eq!(rules(&["missing==0"], false), all);
+        let verified = rules(&[], true);
+        assert_eq!(verified.len(), all.len() + HISTORY_DEFAULTS.len());
+        assert!(verified.iter().any(|r| r == "history_missing==0"));
     }
 }

@@ -12,6 +12,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::stamp::Stamp;
+
 /// A server frame, reduced to what the generator measures.
 #[derive(Debug, PartialEq)]
 pub enum Inbound<'a> {
@@ -143,11 +145,8 @@ enum Outbound<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
     },
-    Send {
+    Leave {
         room: &'a str,
-        body: &'a str,
-        #[serde(rename = "ref")]
-        reference: &'a str,
     },
     Ping,
 }
@@ -161,13 +160,27 @@ pub fn join(room: &str, since: Option<u64>) -> String {
     encode(&Outbound::Join { room, since })
 }
 
-/// `{"type":"send","room":R,"body":B,"ref":F}`
-pub fn send(room: &str, body: &str, reference: &str) -> String {
-    encode(&Outbound::Send {
-        room,
-        body,
-        reference,
-    })
+/// `{"type":"send","room":R,"body":B,"ref":F}` for the message `stamp`, its
+/// body padded to `body_size`: written straight into the one `String` the
+/// frame needs. Nothing in it needs JSON escaping: room names follow the
+/// server's name rule `[A-Za-z0-9_.:-]` (the run id is checked), and stamps
+/// are digits, `:` and `.`.
+pub fn send(room: &str, stamp: &Stamp, body_size: usize) -> String {
+    const HEAD: &str = r#"{"type":"send","room":""#;
+    let mut frame = String::with_capacity(HEAD.len() + room.len() + body_size.max(32) + 48);
+    frame.push_str(HEAD);
+    frame.push_str(room);
+    frame.push_str(r#"","body":""#);
+    stamp.write_body(&mut frame, body_size);
+    frame.push_str(r#"","ref":""#);
+    stamp.write_reference(&mut frame);
+    frame.push_str(r#""}"#);
+    frame
+}
+
+/// `{"type":"leave","room":R}`
+pub fn leave(room: &str) -> String {
+    encode(&Outbound::Leave { room })
 }
 
 /// `{"type":"ping"}`
@@ -268,13 +281,31 @@ mod tests {
     #[test]
     fn encodes_requests() {
         assert_eq!(join("lobby", None), r#"{"type":"join","room":"lobby"}"#);
+        assert_eq!(leave("lobby"), r#"{"type":"leave","room":"lobby"}"#);
         assert_eq!(
             join("lobby", Some(41)),
             r#"{"type":"join","room":"lobby","since":41}"#
         );
+        let stamp = Stamp {
+            client: 3,
+            n: 1,
+            scheduled_us: 2,
+        };
         assert_eq!(
-            send("lobby", "hi", "1:2"),
-            r#"{"type":"send","room":"lobby","body":"hi","ref":"1:2"}"#
+            send("run-r1", &stamp, 0),
+            r#"{"type":"send","room":"run-r1","body":"3:1:2","ref":"1:2"}"#
+        );
+        // Exactly what a JSON encoder makes of the same fields.
+        let frame = send("a.b:c_d-1", &stamp, 40);
+        let expected = serde_json::json!({
+            "type": "send",
+            "room": "a.b:c_d-1",
+            "body": stamp.body(40),
+            "ref": stamp.reference(),
+        });
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&frame).unwrap(),
+            expected
         );
     }
 }

@@ -54,9 +54,9 @@ fn bad_durations_and_urls_are_usage_errors() {
     assert_fails(&["--batch-interval", "5"], 2, "no unit");
     assert_fails(&["--url", "http://127.0.0.1:8080/ws"], 2, "not ws://");
     assert_fails(
-        &["--url", "wss://127.0.0.1:8080/ws"],
+        &["--url", "wss://127.0.0.1:8080/ws", "--verify-history"],
         2,
-        "wss:// is not supported",
+        "plain http only",
     );
     assert_fails(&["--rate", "0"], 2, "--rate");
 }

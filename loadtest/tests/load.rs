@@ -237,12 +237,16 @@ const SMALL: &[&str] = &[
     "12",
     "--rooms",
     "3",
-    "--messages",
-    "10",
     "--batch-size",
     "4",
     "--batch-interval",
     "200ms",
+];
+
+/// The traffic of every test: 10 messages per client at 20/s.
+const TRAFFIC: &[&str] = &[
+    "--messages",
+    "10",
     "--rate",
     "20",
     "--drain-timeout",
@@ -289,12 +293,18 @@ struct Load {
 
 impl Load {
     fn new(urls: &[String], args: &[&str], dir: &TempDir) -> Self {
+        let args: Vec<&str> = SMALL.iter().chain(args).copied().collect();
+        Self::shaped(urls, &args, dir)
+    }
+
+    /// The test's traffic, with the shape (clients, rooms, starts) in `args`.
+    fn shaped(urls: &[String], args: &[&str], dir: &TempDir) -> Self {
         let json_path = PathBuf::from(dir.file(&format!("summary-{}.json", random_suffix())));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-load"));
         for url in urls {
             cmd.args(["--url", url]);
         }
-        cmd.args(SMALL).args(args).arg("--json").arg(&json_path);
+        cmd.args(TRAFFIC).args(args).arg("--json").arg(&json_path);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         Self { cmd, json_path }
     }
@@ -344,6 +354,12 @@ impl Running {
 
 /// The audit found every owed delivery exactly once, in order.
 fn assert_complete(run: &Run) {
+    assert_complete_with(run, 10, 4);
+}
+
+/// [`assert_complete`] for a run of `messages` per client in rooms of at
+/// most `largest` members.
+fn assert_complete_with(run: &Run, messages: u64, largest: u64) {
     let audit = &run.json["audit"];
     run.assert_exit(0);
     for zero in [
@@ -359,15 +375,21 @@ fn assert_complete(run: &Run) {
     assert_eq!(audit["members"], 12, "{audit:#}");
     assert_eq!(run.u64("/audit/expected"), run.u64("/audit/delivered"));
     // Every member is owed at least its own messages (the echo) and at most
-    // every message of its room (4 members × 10 messages).
+    // every message of its room.
     let expected = run.u64("/audit/expected");
-    assert!((120..=480).contains(&expected), "expected {expected}");
+    let sent = 12 * messages;
+    assert!(
+        (sent..=largest * sent).contains(&expected),
+        "expected {expected}"
+    );
     assert_eq!(run.u64("/connections/connected"), 12);
-    assert_eq!(run.u64("/messages/sent"), 120);
-    assert_eq!(run.u64("/messages/acked"), 120);
+    assert_eq!(run.u64("/messages/sent"), sent);
+    assert_eq!(run.u64("/messages/acked"), sent);
     assert_eq!(run.u64("/messages/unacked"), 0);
     assert_eq!(run.u64("/latency_ms/connect/count"), 12);
-    assert_eq!(run.u64("/latency_ms/ack/count"), 120);
+    assert_eq!(run.u64("/latency_ms/ack/count"), sent);
+    assert_eq!(run.u64("/latency_ms/ack/lower_bounds"), 0);
+    assert_eq!(run.u64("/latency_ms/delivery/lower_bounds"), 0);
     assert_eq!(
         run.u64("/latency_ms/delivery/count"),
         run.u64("/audit/delivered")
@@ -394,7 +416,9 @@ fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
         "messages",
         "deliveries",
         "latency_ms",
+        "breakdown",
         "audit",
+        "history",
         "errors",
         "closes",
         "generator",
@@ -405,9 +429,19 @@ fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
     assert_eq!(keys, expected_keys);
     assert_eq!(j["run"]["mode"], "open");
     assert_eq!(j["run"]["clients"], 12);
-    for histogram in ["connect", "ack", "delivery", "send_lag"] {
+    for histogram in ["connect", "ack", "delivery", "send_lag", "receive_lag"] {
         let h = &j["latency_ms"][histogram];
-        for stat in ["count", "min", "mean", "p50", "p90", "p99", "p99_9", "max"] {
+        for stat in [
+            "count",
+            "lower_bounds",
+            "min",
+            "mean",
+            "p50",
+            "p90",
+            "p99",
+            "p99_9",
+            "max",
+        ] {
             assert!(h[stat].is_number(), "latency_ms.{histogram}.{stat}");
         }
         assert!(h["p50"].as_f64() <= h["p99"].as_f64() && h["p99"].as_f64() <= h["max"].as_f64());
@@ -433,9 +467,130 @@ fn embedded_server_run_is_complete_and_the_json_follows_the_schema() {
             "missing==0",
             "duplicated==0",
             "out_of_order==0",
+            "unacked==0",
+            "unsent==0",
+            "connect_errors==0",
+            "duplicate_acks==0",
+            "seq_conflicts==0",
+            "stamp_conflicts==0",
             "lost_acked==0"
         ]
     );
+    // The generator measured its own receive lag, on its own line.
+    assert!(run.u64("/latency_ms/receive_lag/count") > 0);
+    assert!(run.stdout().contains("receive lag"), "{}", run.stdout());
+    assert_eq!(j["history"], Value::Null, "not verified without the flag");
+    for clean in ["duplicate_acks", "seq_conflicts", "stamp_conflicts"] {
+        assert_eq!(j["audit"][clean], 0, "audit.{clean}");
+    }
+}
+
+#[test]
+fn verify_history_finds_every_acked_message_stored_once() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let run = Load::new(&cluster.urls(), &["--verify-history"], &dir).run();
+    assert_complete(&run);
+    let history = &run.json["history"];
+    assert_eq!(history["rooms"], 3, "{history:#}");
+    assert_eq!(history["acked"], 120, "{history:#}");
+    assert_eq!(history["stored"], 120, "{history:#}");
+    for zero in ["missing", "duplicated", "mismatched"] {
+        assert_eq!(history[zero], 0, "history.{zero} in {history:#}");
+    }
+    assert!(run.stdout().contains("PASS  history_missing==0"));
+}
+
+#[test]
+fn verify_history_reads_a_server_with_auth_on_and_long_histories_page_by_page() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded_with(&dir, &["--jwt-secret", SECRET]);
+    // 3 rooms × 4 members × 60 messages: 240 per room, two pages each.
+    let args = [
+        "--jwt-secret",
+        SECRET,
+        "--verify-history",
+        "--messages",
+        "60",
+        "--rate",
+        "50",
+    ];
+    let run = Load::new(&cluster.urls(), &args, &dir).run();
+    assert_complete_with(&run, 60, 4);
+    let history = &run.json["history"];
+    assert_eq!(history["stored"], 720, "{history:#}");
+    assert_eq!(history["missing"], 0, "{history:#}");
+}
+
+#[test]
+fn the_time_series_accounts_for_every_event_once() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let path = dir.file("series.jsonl");
+    let run = Load::new(
+        &cluster.urls(),
+        &["--timeseries", &path, "--threads", "2"],
+        &dir,
+    )
+    .run();
+    assert_complete(&run);
+    let text = std::fs::read_to_string(&path).expect("the time series was written");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(!lines.is_empty());
+    let seconds: Vec<u64> = lines.iter().map(|l| l["t"].as_u64().unwrap()).collect();
+    assert!(seconds.windows(2).all(|w| w[0] < w[1]), "{seconds:?}");
+    let sum = |key: &str| -> u64 { lines.iter().map(|l| l[key].as_u64().unwrap()).sum() };
+    assert_eq!(sum("sent"), run.u64("/messages/sent"));
+    assert_eq!(sum("acked"), run.u64("/messages/acked"));
+    assert_eq!(sum("delivered"), run.u64("/deliveries/total"));
+    assert_eq!(sum("connects"), 12);
+    assert_eq!((sum("errors"), sum("reconnects")), (0, 0));
+    let busy = lines
+        .iter()
+        .find(|l| l["delivered"].as_u64() > Some(0))
+        .unwrap();
+    for key in [
+        "delivery_p50_ms",
+        "delivery_p99_ms",
+        "ack_p50_ms",
+        "ack_p99_ms",
+    ] {
+        assert!(busy[key].is_number(), "{key} in {busy}");
+    }
+}
+
+#[test]
+fn a_ramp_into_uneven_rooms_is_complete() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    // 12 clients ramped in over two stages into one room of 8 and two of 2.
+    let shape = ["--stages", "300ms:6,300ms:12", "--room-sizes", "1x8,2x2"];
+    let run = Load::shaped(&cluster.urls(), &shape, &dir).run();
+    assert_complete_with(&run, 10, 8);
+    assert_eq!(run.json["run"]["rooms"], 3);
+    // Owed: the hot room's 80 messages to up to 8 members, the small rooms' 20 to 2.
+    assert!(run.u64("/audit/expected") <= 8 * 80 + 2 * 2 * 20);
+}
+
+#[test]
+fn churn_joins_and_leaves_while_the_audited_clients_lose_nothing() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let churn = ["--churn", "20", "--churn-stay", "100ms"];
+    let run = Load::new(&cluster.urls(), &churn, &dir).run();
+    assert_complete(&run);
+    let joins = run.u64("/connections/churn_joins");
+    assert!(joins > 0, "{:#}", run.json["connections"]);
+    assert_eq!(run.u64("/connections/churn_failures"), 0);
+    // Churners still in their room when the run ended were aborted.
+    assert!(run.u64("/connections/churn_leaves") > 0);
+    assert!(run.u64("/connections/churn_leaves") <= joins);
+    // The audited members saw the churners come and go.
+    assert!(run.u64("/deliveries/presence") > 0);
+    assert!(run.stdout().contains("churn        joined"));
 }
 
 #[test]
@@ -458,6 +613,24 @@ fn two_instances_on_redis_and_postgres_deliver_everything_across_instances() {
     )
     .run();
     assert_complete(&run);
+    // The breakdown splits the deliveries by instance and by path.
+    let b = &run.json["breakdown"];
+    let urls = b["urls"].as_array().unwrap();
+    assert_eq!(urls.len(), 2);
+    let per_url =
+        |key: &str| -> u64 { urls.iter().map(|u| u[key]["count"].as_u64().unwrap()).sum() };
+    assert_eq!(per_url("delivery"), run.u64("/audit/delivered"));
+    assert_eq!(per_url("ack"), 120);
+    assert!(
+        urls.iter()
+            .all(|u| u["delivery"]["count"].as_u64() > Some(0))
+    );
+    let (same, cross) = (
+        run.u64("/breakdown/same_instance/count"),
+        run.u64("/breakdown/cross_instance/count"),
+    );
+    assert!(same > 0 && cross > 0, "same {same}, cross {cross}");
+    assert_eq!(same + cross, run.u64("/audit/delivered"));
     // Both instances carried senders (6 clients × 10 messages each), so each
     // room spanned both and half of every room's deliveries crossed Redis.
     for server in &cluster.servers {
@@ -527,6 +700,9 @@ fn run_through_a_shutdown(max_reconnects: &str) -> Run {
         "60",
         "--max-reconnects",
         max_reconnects,
+        // Sends in flight when the instance went away are never acked.
+        "--threshold",
+        "unacked<=720",
     ];
     let running = Load::new(&cluster.urls(), &args, &dir).spawn();
     let first = cluster.servers[0].addr;
@@ -562,6 +738,12 @@ fn lost_deliveries_fail_the_default_threshold() {
     run.assert_exit(3);
     assert!(run.stderr().contains("missing==0"), "{}", run.stderr());
     assert!(run.u64("/audit/missing") > 0);
+    // The deliveries that never happened are in the histogram, as lower bounds.
+    assert!(run.u64("/latency_ms/delivery/lower_bounds") > 0);
+    assert_eq!(
+        run.u64("/latency_ms/delivery/lower_bounds"),
+        run.u64("/audit/delivery_lower_bounds")
+    );
     assert!(run.u64("/audit/incomplete_members") > 0);
     assert_eq!(run.u64("/connections/reconnects"), 0);
 }
@@ -581,9 +763,14 @@ fn duration_bounds_the_run_and_the_rest_is_reported_unsent() {
     ];
     let run = Load::new(&cluster.urls(), &args, &dir).run();
     run.assert_exit(0);
-    let (sent, unsent) = (run.u64("/messages/sent"), run.u64("/messages/unsent"));
-    assert!(sent > 0 && unsent > 0, "sent {sent}, unsent {unsent}");
-    assert_eq!(sent + unsent, 12_000);
+    // What fell after the window was never due: not `unsent`, no failure.
+    let (sent, after) = (run.u64("/messages/sent"), run.u64("/messages/after_window"));
+    assert!(
+        sent > 0 && after > 0,
+        "sent {sent}, after the window {after}"
+    );
+    assert_eq!(run.u64("/messages/unsent"), 0);
+    assert_eq!(sent + after, 12_000);
     assert_eq!(run.u64("/audit/missing"), 0);
     assert_eq!(run.u64("/audit/expected"), run.u64("/audit/delivered"));
 }
@@ -737,6 +924,70 @@ impl StallProxy {
     }
 }
 
+/// A TLS-terminating proxy in front of one instance, like a TLS ingress: it
+/// presents the certificate of `localhost` in tests/tls, signed by the test CA
+/// tests/tls/ca.pem. Returns its `wss://` URL.
+fn tls_ingress(cluster: &Cluster, upstream: SocketAddr) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+    let certs = CertificateDer::pem_file_iter(format!("{dir}/localhost.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/localhost.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = cluster
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind a loopback port");
+    let port = listener.local_addr().unwrap().port();
+    cluster.rt.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    format!("wss://localhost:{port}/ws")
+}
+
+#[test]
+fn wss_through_a_tls_ingress_is_complete() {
+    let dir = TempDir::new();
+    let cluster = Cluster::embedded(&dir);
+    let url = tls_ingress(&cluster, cluster.servers[0].addr);
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+    let run = Load::new(
+        std::slice::from_ref(&url),
+        &["--ca-file", ca, "--churn", "10"],
+        &dir,
+    )
+    .run();
+    assert_complete(&run);
+    assert!(run.u64("/connections/churn_joins") > 0);
+    // Without the test CA, the certificate is refused before the load.
+    let out = Load::new(&[url], &[], &dir).output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+}
+
 /// Polls a server metric until it reaches `at_least` (bounded by [`WAIT`]).
 fn wait_for_metric(addr: SocketAddr, name: &str, at_least: f64) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -772,6 +1023,9 @@ fn a_slow_consumer_close_is_recovered_by_rejoining_with_since() {
         "4000",
         "--max-reconnects",
         "20",
+        // The acks queued behind the stalled socket are lost with it.
+        "--threshold",
+        "unacked<=1600",
     ];
     let running = Load::new(&[proxy.url()], &args, &dir).spawn();
     // Once the load runs, the clients stop reading until the server has given
