@@ -3,7 +3,9 @@
 #
 # Starts throwaway Redis and PostgreSQL on free loopback ports (installing the
 # Debian packages if missing), then runs fmt, clippy -D warnings and every test
-# against them, and stops them again, whatever happens.
+# against them, and stops them again, whatever happens. The fault-injection
+# suite (CHAT_FAULTS=1) starts Redis and PostgreSQL processes of its own, from
+# the same packages, so that it can kill them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +31,8 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
-cargo test --workspace --locked
+step "cargo test (CHAT_FAULTS=1: with the fault-injection suite, loadtest/tests/faults.rs)"
+CHAT_FAULTS=1 cargo test --workspace --locked
 
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh
