@@ -201,7 +201,11 @@ impl Summary {
         let room_size = clients.div_ceil(n("/run/rooms"));
         let errors = self.counts("/errors");
 
-        want("/run/interrupted", self.json["run"]["interrupted"] == false, "== false");
+        want(
+            "/run/interrupted",
+            self.json["run"]["interrupted"] == false,
+            "== false",
+        );
         for zero in [
             "/audit/lost_acked",
             "/audit/duplicated",
@@ -211,8 +215,16 @@ impl Summary {
         ] {
             want(zero, n(zero) == 0, "== 0");
         }
-        want("/connections/connected", n("/connections/connected") == clients, "== clients");
-        want("/audit/members", n("/audit/members") == clients, "== clients");
+        want(
+            "/connections/connected",
+            n("/connections/connected") == clients,
+            "== clients",
+        );
+        want(
+            "/audit/members",
+            n("/audit/members") == clients,
+            "== clients",
+        );
         match tolerance {
             Tolerance::Nothing => {
                 for zero in ["/audit/missing", "/messages/unacked", "/messages/rejected"] {

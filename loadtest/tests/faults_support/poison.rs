@@ -84,17 +84,24 @@ async fn binary_flood(url: &str, room: &str) -> Result<String, String> {
             .await
             .map_err(|e| format!("cannot send: {e}"))?;
     }
-    c.ws.flush().await.map_err(|e| format!("cannot send: {e}"))?;
+    c.ws.flush()
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
     for answered in 0..FLOOD {
         let reply = c
             .reply()
             .await
             .map_err(|e| format!("{e} after {answered} answers {codes:?}"))?;
-        let code = reply["code"].as_str().unwrap_or("(not an error)").to_owned();
+        let code = reply["code"]
+            .as_str()
+            .unwrap_or("(not an error)")
+            .to_owned();
         *codes.entry(code).or_default() += 1;
     }
-    let only_known = codes.keys().all(|c| c == "bad_request" || c == "rate_limited");
+    let only_known = codes
+        .keys()
+        .all(|c| c == "bad_request" || c == "rate_limited");
     if !only_known || !codes.contains_key("bad_request") || !codes.contains_key("rate_limited") {
         return Err(format!(
             "{FLOOD} binary frames got {codes:?}: want `bad_request` and, past the burst, `rate_limited`"
@@ -228,7 +235,9 @@ impl Raw {
                 .await
                 .map_err(|_| format!("not closed within {REPLY:?}"))?;
             match next {
-                Some(Ok(Message::Close(Some(frame)))) => return Ok(u16::from(frame.code).to_string()),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ok(u16::from(frame.code).to_string());
+                }
                 Some(Ok(Message::Close(None))) => return Ok("a close frame without a code".into()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("dropped without a close frame ({e})")),

@@ -28,11 +28,13 @@ impl Postgres {
             run(Command::new("chown").arg("-R").arg("postgres").arg(&pg.dir));
         }
         let data = pg.dir.join("data");
-        run(pg
-            .tool("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"]));
+        run(pg.tool("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]));
         pg.start_again();
         pg
     }

@@ -51,11 +51,17 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install it (scripts/services.sh start does)")
+                panic!(
+                    "cannot start redis-server ({e}); install it (scripts/services.sh start does)"
+                )
             });
         self.child = Some(child);
         let up = eventually(|| self.cli(&["ping"]).is_ok_and(|r| r == "PONG"));
-        assert!(up, "redis-server on port {} did not start; see {log}", self.port);
+        assert!(
+            up,
+            "redis-server on port {} did not start; see {log}",
+            self.port
+        );
     }
 
     /// One redis-cli command; its reply, trimmed.

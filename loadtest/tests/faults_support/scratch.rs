@@ -47,7 +47,11 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")
         .as_nanos();
-    format!("{prefix}-{:x}{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
+    format!(
+        "{prefix}-{:x}{:x}",
+        std::process::id(),
+        nanos & 0xff_ffff_ffff
+    )
 }
 
 /// A loopback port that was free a moment ago.

@@ -132,7 +132,9 @@ impl Drop for Server {
 fn binary() -> PathBuf {
     let bin = std::env::var_os("CHAT_FAULTS_SERVER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_chat-load")).with_file_name("chat-server"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_BIN_EXE_chat-load")).with_file_name("chat-server")
+        });
     assert!(
         bin.is_file(),
         "{} is missing: build it with `cargo build -p chat-server` (cargo test --workspace builds it), \

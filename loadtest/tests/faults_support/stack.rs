@@ -128,7 +128,10 @@ impl Stack {
             .parse()
             .expect("count(*) is a number");
         let acked = run.n("/messages/acked");
-        println!("[{}] stored rows {rows} for {acked} acked messages", run.label);
+        println!(
+            "[{}] stored rows {rows} for {acked} acked messages",
+            run.label
+        );
         if rows < acked {
             problems.push(format!(
                 "{}: {rows} rows stored for {acked} acked messages",
