@@ -7,6 +7,7 @@
 //! `chat-load` binary, read through its `--json` summary: the suite drives
 //! binaries only, never the crates' internals.
 
+pub mod child;
 pub mod http;
 pub mod load;
 pub mod poison;

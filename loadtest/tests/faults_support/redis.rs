@@ -3,14 +3,16 @@
 //! the room counters included.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::child::Killable;
 
 use super::scratch::{Scratch, eventually, free_port};
 
 pub struct Redis {
     port: u16,
     log: PathBuf,
-    child: Option<Child>,
+    process: Killable,
 }
 
 impl Redis {
@@ -18,7 +20,7 @@ impl Redis {
         let mut redis = Self {
             port: free_port(),
             log: dir.file("redis.log"),
-            child: None,
+            process: Killable::default(),
         };
         redis.spawn();
         redis
@@ -30,10 +32,7 @@ impl Redis {
 
     /// SIGKILL: no shutdown, the keys are gone with the process.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// A new, empty redis-server on the same port.
@@ -55,7 +54,7 @@ impl Redis {
                     "cannot start redis-server ({e}); install it (scripts/services.sh start does)"
                 )
             });
-        self.child = Some(child);
+        self.process = Killable::new(child);
         let up = eventually(|| self.cli(&["ping"]).is_ok_and(|r| r == "PONG"));
         assert!(
             up,
@@ -79,11 +78,5 @@ impl Redis {
                 String::from_utf8_lossy(&out.stderr)
             )),
         }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

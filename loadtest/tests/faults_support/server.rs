@@ -8,8 +8,9 @@
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use super::child::Killable;
 use super::http;
 use super::scratch::{Scratch, eventually, free_port};
 
@@ -18,7 +19,7 @@ pub struct Server {
     port: u16,
     args: Vec<String>,
     log: PathBuf,
-    child: Option<Child>,
+    process: Killable,
 }
 
 impl Server {
@@ -29,7 +30,7 @@ impl Server {
             port: free_port(),
             args,
             log: dir.file(&format!("chat-server-{name}.log")),
-            child: None,
+            process: Killable::default(),
         };
         server.spawn();
         assert!(
@@ -51,10 +52,7 @@ impl Server {
 
     /// SIGKILL: no graceful shutdown, no flush, no 1001 for the clients.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the same server again on the same port (it must not be running).
@@ -79,7 +77,7 @@ impl Server {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start chat-server");
-        self.child = Some(child);
+        self.process = Killable::new(child);
     }
 
     /// `/readyz` status and body; `None` when nothing answers.
@@ -89,13 +87,8 @@ impl Server {
 
     /// Waits (bounded) for `/readyz` 200; false if it never came or the process died.
     pub fn wait_ready(&mut self) -> bool {
-        eventually(|| {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
-            exited || self.readyz().is_some_and(|(status, _)| status == 200)
-        }) && self.readyz().is_some_and(|(status, _)| status == 200)
+        eventually(|| self.process.gone() || self.readyz().is_some_and(|(status, _)| status == 200))
+            && self.readyz().is_some_and(|(status, _)| status == 200)
     }
 
     /// The sum of a metric's samples in `/metrics` (0 when absent or down).
@@ -120,12 +113,6 @@ impl Server {
 
     pub fn log(&self) -> &Path {
         &self.log
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
