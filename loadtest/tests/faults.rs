@@ -7,6 +7,8 @@
 //! - `lost_acked == 0` and no duplicate, out-of-order or unexpected delivery;
 //! - a complete audit: only what docs/protocol.md allows for that fault is
 //!   missing (refused sends, and after a crash the never-acked skips);
+//! - every acked message has a row of its own in PostgreSQL (the audit goes by
+//!   seq, so two messages that share one are seen there only);
 //! - both instances `/readyz` 200 again, and fresh clients on both served
 //!   completely (a second, short `chat-load` run).
 //!
@@ -119,7 +121,8 @@ fn postgres_immediate_restart_under_load() {
     scenario("postgres-restart", |dir| {
         let (_, problems) = strike(dir, Tolerance::Refusals, |stack, _| {
             stack.postgres.stop_immediately();
-            // Longer than the 5 s a member waits for a seq gap to fill.
+            // Sends are refused meanwhile; what was accepted just before the
+            // crash must be kept, retried and acked once it is back.
             std::thread::sleep(Duration::from_secs(8));
             stack.postgres.start_again();
             println!("[postgres-restart] pg_ctl -m immediate stop, down 8 s, started again");

@@ -176,6 +176,5 @@ pub fn verdict(scenario: &str, problems: &[String]) {
         return;
     }
     let list = problems.join("\n  - ");
-    println!("[{scenario}] FAIL:\n  - {list}");
     panic!("{scenario}: {} problem(s):\n  - {list}", problems.len());
 }
