@@ -3,6 +3,8 @@
 //! checks that follow every fault (both instances ready, fresh clients served
 //! completely).
 
+use std::collections::HashMap;
+
 use super::WAIT;
 use super::load::{Load, Summary, Tolerance};
 use super::postgres::Postgres;
@@ -119,17 +121,28 @@ impl Stack {
     /// seq, so an acked message whose seq another one took is seen there only.
     pub fn run_problems(&self, run: &Summary, run_id: &str, tolerance: Tolerance) -> Vec<String> {
         run.print();
-        let mut problems = run.problems(tolerance);
-        let rows: u64 = self
+        // room -> (highest stored seq, rows)
+        let stored: HashMap<String, (u64, u64)> = self
             .postgres
             .query(&format!(
-                "SELECT count(*) FROM messages WHERE room LIKE '{run_id}-r%'"
+                "SELECT room, max(seq), count(*) FROM messages WHERE room LIKE '{run_id}-r%' GROUP BY room"
             ))
-            .parse()
-            .expect("count(*) is a number");
+            .lines()
+            .map(|line| {
+                let cols: Vec<&str> = line.split('|').collect();
+                let n = |i: usize| cols.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+                (cols[0].to_owned(), (n(1), n(2)))
+            })
+            .collect();
+        let rows: u64 = stored.values().map(|(_, rows)| rows).sum();
+        let never_stored = match tolerance {
+            Tolerance::NeverAckedSkips => self.never_stored(run_id, run.n("/run/rooms"), &stored),
+            _ => 0,
+        };
+        let mut problems = run.problems(tolerance, never_stored);
         let acked = run.n("/messages/acked");
         println!(
-            "[{}] stored rows {rows} for {acked} acked messages",
+            "[{}] stored rows {rows} for {acked} acked messages; seqs never stored {never_stored}",
             run.label
         );
         if rows < acked {
@@ -139,6 +152,25 @@ impl Stack {
             ));
         }
         problems
+    }
+
+    /// Seqs handed out in the run's rooms that have no row: per room, its
+    /// last seq (the Redis counter, or the highest row if that is higher)
+    /// minus its rows.
+    fn never_stored(&self, run_id: &str, rooms: u64, stored: &HashMap<String, (u64, u64)>) -> u64 {
+        (0..rooms)
+            .map(|r| {
+                let room = format!("{run_id}-r{r}");
+                let counter = self
+                    .redis
+                    .cli(&["GET", &format!("chat:seq:{room}")])
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let (max, rows) = stored.get(&room).copied().unwrap_or((0, 0));
+                counter.max(max).saturating_sub(rows)
+            })
+            .sum()
     }
 
     /// What is wrong once the fault is over: an instance not ready again, or
