@@ -201,15 +201,29 @@ fn reconnect_storm_on_one_instance_joins_everyone() {
         let storm = &stack.servers[0];
         let warnings_before = storm.warnings();
         let run = Load::new(dir, "storm", &[storm.url()], &run_id, &args).run();
+        let warnings = storm.warnings() - warnings_before;
+        let refused: u64 = run.json["connections"]["failures"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(reason, _)| reason.starts_with("join error"))
+            .filter_map(|(_, n)| n.as_u64())
+            .sum();
         println!(
-            "[storm] {clients} clients on one instance in batches of 2000 every 200 ms: connected {}, failures {}, connect p50 {:.1} ms p99 {:.1} ms; server WARN/ERROR lines {}",
+            "[storm] {clients} clients on one instance in batches of 2000 every 200 ms: connected {}, failures {}, connect p50 {:.1} ms p99 {:.1} ms; joins refused {refused}, server WARN/ERROR lines {warnings}",
             run.n("/connections/connected"),
             run.n("/connections/failed"),
             run.ms("/latency_ms/connect/p50"),
             run.ms("/latency_ms/connect/p99"),
-            storm.warnings() - warnings_before,
         );
         let mut problems = stack.run_problems(&run, &run_id, Tolerance::Nothing);
+        // A refused join must at least be explained in the log.
+        if (warnings as u64) < refused {
+            problems.push(format!(
+                "{refused} joins refused but only {warnings} WARN/ERROR lines in {}",
+                storm.log().display()
+            ));
+        }
         problems.extend(stack.recovery_problems(dir, &run_id));
         problems.extend(stack.readiness_problems("at the end"));
         verdict("storm", &problems);
