@@ -31,8 +31,13 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (CHAT_FAULTS=1: with the fault-injection suite, loadtest/tests/faults.rs)"
-CHAT_FAULTS=1 cargo test --workspace --locked
+step "cargo test"
+cargo test --workspace --locked
+
+# After the workspace tests, so target/debug/chat-server is fresh; with
+# --nocapture so every scenario's figures (the storm's included) are in the log.
+step "fault-injection suite (loadtest/tests/faults.rs, CHAT_FAULTS=1)"
+CHAT_FAULTS=1 cargo test -p loadtest --test faults --locked -- --nocapture
 
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh
