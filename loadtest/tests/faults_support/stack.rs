@@ -121,11 +121,14 @@ impl Stack {
     /// seq, so an acked message whose seq another one took is seen there only.
     pub fn run_problems(&self, run: &Summary, run_id: &str, tolerance: Tolerance) -> Vec<String> {
         run.print();
-        // room -> (highest stored seq, rows)
+        // room -> (highest stored seq, rows holding a message). A row without
+        // a user is not a message (user names are never empty): a marker the
+        // server may store for a seq it gave up.
         let stored: HashMap<String, (u64, u64)> = self
             .postgres
             .query(&format!(
-                "SELECT room, max(seq), count(*) FROM messages WHERE room LIKE '{run_id}-r%' GROUP BY room"
+                "SELECT room, max(seq), count(*) FILTER (WHERE user_name <> '') \
+                 FROM messages WHERE room LIKE '{run_id}-r%' GROUP BY room"
             ))
             .lines()
             .map(|line| {
@@ -154,9 +157,9 @@ impl Stack {
         problems
     }
 
-    /// Seqs handed out in the run's rooms that have no row: per room, its
+    /// Seqs handed out in the run's rooms that hold no message: per room, its
     /// last seq (the Redis counter, or the highest row if that is higher)
-    /// minus its rows.
+    /// minus its message rows.
     fn never_stored(&self, run_id: &str, rooms: u64, stored: &HashMap<String, (u64, u64)>) -> u64 {
         (0..rooms)
             .map(|r| {
