@@ -34,10 +34,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-# After the workspace tests, so target/debug/chat-server is fresh; with
-# --nocapture so every scenario's figures (the storm's included) are in the log.
+# After the workspace tests, so target/debug/chat-server is fresh; --workspace
+# keeps their feature set (with -p the dependencies would be rebuilt), and
+# --nocapture puts every scenario's figures (the storm's included) in the log.
 step "fault-injection suite (loadtest/tests/faults.rs, CHAT_FAULTS=1)"
-CHAT_FAULTS=1 cargo test -p loadtest --test faults --locked -- --nocapture
+CHAT_FAULTS=1 cargo test --workspace --locked --test faults -- --nocapture
 
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh
