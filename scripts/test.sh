@@ -3,7 +3,9 @@
 #
 # Starts throwaway Redis and PostgreSQL on free loopback ports (installing the
 # Debian packages if missing), then runs fmt, clippy -D warnings and every test
-# against them, and stops them again, whatever happens.
+# against them, and stops them again, whatever happens. The fault-injection
+# suite (CHAT_FAULTS=1) starts Redis and PostgreSQL processes of its own, from
+# the same packages, so that it can kill them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +38,12 @@ step "fuzz: frames (${CHAT_FUZZ_SECS:-60} s; CHAT_FUZZ_SECS=0 skips)"
 if [ "${CHAT_FUZZ_SECS:-60}" -gt 0 ]; then
   scripts/fuzz.sh "${CHAT_FUZZ_SECS:-60}"
 fi
+
+# After the workspace tests, so target/debug/chat-server is fresh; --workspace
+# keeps their feature set (with -p the dependencies would be rebuilt), and
+# --nocapture puts every scenario's figures (the storm's included) in the log.
+step "fault-injection suite (loadtest/tests/faults.rs, CHAT_FAULTS=1)"
+CHAT_FAULTS=1 cargo test --workspace --locked --test faults -- --nocapture
 
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh
