@@ -87,10 +87,15 @@ pub struct Config {
     #[arg(long, env = "CHAT_PERSIST_QUEUE", default_value_t = 20_000)]
     pub persist_queue: usize,
 
-    /// Joins served at once; more wait their turn (for at most 30 s), so a
-    /// reconnect storm is queued instead of timing out the backends.
+    /// Joins served at once; more wait their turn (for at most
+    /// `--join-queue-wait-secs`), so a reconnect storm is queued instead of
+    /// timing out the backends.
     #[arg(long, env = "CHAT_JOIN_CONCURRENCY", default_value_t = 128)]
     pub join_concurrency: usize,
+
+    /// Seconds a join may wait for its turn before it is refused with `unavailable`.
+    #[arg(long, env = "CHAT_JOIN_QUEUE_WAIT_SECS", default_value_t = 30)]
+    pub join_queue_wait_secs: u64,
 
     /// Milliseconds a missing seq is waited for (its commit may be in flight) before
     /// readers give it up; a commit later than that is refused, never acked.
@@ -116,6 +121,10 @@ impl Config {
         Duration::from_secs(self.presence_ttl_secs.max(1))
     }
 
+    pub fn join_queue_wait(&self) -> Duration {
+        Duration::from_secs(self.join_queue_wait_secs)
+    }
+
     pub fn gap_wait(&self) -> Duration {
         Duration::from_millis(self.gap_wait_ms)
     }
@@ -139,6 +148,7 @@ impl Config {
             ("--history-max-limit", self.history_max_limit as usize),
             ("--gap-wait-ms", self.gap_wait_ms as usize),
             ("--join-concurrency", self.join_concurrency),
+            ("--join-queue-wait-secs", self.join_queue_wait_secs as usize),
         ];
         for (flag, value) in positive {
             if value == 0 {

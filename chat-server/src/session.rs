@@ -29,8 +29,6 @@ use crate::store::batcher::CommitError;
 const WRITE_BATCH: usize = 256;
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
-/// How long a join waits for its turn (`join_concurrency`) before it is refused.
-const JOIN_QUEUE_WAIT: Duration = Duration::from_secs(30);
 
 struct PendingAck {
     reference: Option<String>,
@@ -278,9 +276,11 @@ impl Session {
             return self.error(ErrorCode::TooManyRooms, &message, None);
         }
         let app = self.app.clone();
-        let queued = tokio::time::timeout(JOIN_QUEUE_WAIT, app.joins.acquire()).await;
+        let wait = app.config.join_queue_wait();
+        let queued = tokio::time::timeout(wait, app.joins.acquire()).await;
         let Ok(Ok(_turn)) = queued else {
-            return self.refuse_join(&room, "too many joins in progress; waited 30 s for a turn");
+            let reason = format!("too many joins in progress; waited {wait:?} for a turn");
+            return self.refuse_join(&room, &reason);
         };
         let hub = &self.app.hub;
         if rejoin {

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use serde_json::json;
 use support::{
     Proxy, ProxyMode, Server, free_port, fresh_database, http_json, readyz_until, redis_url, room,
@@ -51,14 +49,9 @@ async fn the_first_join_and_send_after_a_redis_restart_succeed() {
 
 #[tokio::test]
 async fn a_publish_whose_reply_is_lost_is_still_acked_and_stored() {
-    let upstream: SocketAddr = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::redis().await;
     let db = fresh_database().await;
-    let via_proxy = format!("redis://{}/", proxy.addr);
+    let via_proxy = proxy.redis_url();
     let server = Server::start(&["--redis-url", &via_proxy, "--database-url", &db]).await;
     let r = room();
     let mut c = server.client(&format!("user=lou&room={r}")).await;

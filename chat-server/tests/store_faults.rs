@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use support::{
-    Client, Proxy, ProxyMode, Server, allow_connections, fresh_database, http_json, redis_url, room,
+    Client, Proxy, ProxyMode, Server, allow_connections, fresh_database, http_json, room,
 };
 
 /// Collects frames until `done` says so; returns them.
@@ -94,16 +94,10 @@ async fn a_commit_slower_than_the_gap_wait_is_never_acked_and_skipped() {
 
 #[tokio::test]
 async fn a_gap_that_cannot_be_read_is_retried_not_skipped() {
-    let redis = redis_url();
-    let upstream = redis
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::redis().await;
     let db = fresh_database().await;
     // The watcher's instance reaches Redis through the proxy, the sender's directly.
-    let via_proxy = format!("redis://{}/", proxy.addr);
+    let via_proxy = proxy.redis_url();
     let watched = Server::start(&["--redis-url", &via_proxy, "--database-url", &db]).await;
     let sending = Server::clustered(&db, &[]).await;
     let r = room();

@@ -22,13 +22,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::PubSubSink;
 use redis::{AsyncCommands, Script};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Broker, BrokerError, Deliver, Publish, decode_event, encode_presence};
@@ -79,7 +78,8 @@ pub struct RedisBroker {
     raise: Script,
     node: String,
     subscriptions: mpsc::UnboundedSender<SubCommand>,
-    pubsub_up: Arc<AtomicBool>,
+    /// Whether the pub/sub connection is up (subscribed to every room).
+    pubsub_up: watch::Receiver<bool>,
 }
 
 impl RedisBroker {
@@ -92,13 +92,13 @@ impl RedisBroker {
         shutdown: CancellationToken,
     ) -> RedisBroker {
         let (subscriptions, rx) = mpsc::unbounded_channel();
-        let pubsub_up = Arc::new(AtomicBool::new(false));
+        let (up, pubsub_up) = watch::channel(false);
         let task = PubSubTask {
             client,
             deliver,
             node: node.clone(),
             rx,
-            up: pubsub_up.clone(),
+            up,
             counts: HashMap::new(),
         };
         tokio::spawn(task.run(shutdown));
@@ -110,6 +110,16 @@ impl RedisBroker {
             subscriptions,
             pubsub_up,
         }
+    }
+}
+
+impl RedisBroker {
+    async fn subscribe_once(&self, room: &str) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.subscriptions
+            .send(SubCommand::Subscribe(room.to_owned(), tx))
+            .map_err(|_| BrokerError::Disconnected)?;
+        rx.await.map_err(|_| BrokerError::Disconnected)?
     }
 }
 
@@ -155,13 +165,24 @@ impl Broker for RedisBroker {
         })
     }
 
+    /// A subscribe that meets a broken pub/sub connection waits (up to the command
+    /// timeout) for the reconnect and is sent once more, like every command: a
+    /// join during a reconnect is served, not refused.
     fn subscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            self.subscriptions
-                .send(SubCommand::Subscribe(room.to_owned(), tx))
-                .map_err(|_| BrokerError::Disconnected)?;
-            rx.await.map_err(|_| BrokerError::Disconnected)?
+            match self.subscribe_once(room).await {
+                Err(BrokerError::Disconnected) => {
+                    let mut up = self.pubsub_up.clone();
+                    let reconnected = tokio::time::timeout(TIMEOUT, up.wait_for(|up| *up))
+                        .await
+                        .is_ok_and(|up| up.is_ok());
+                    if !reconnected {
+                        return Err(BrokerError::Disconnected);
+                    }
+                    self.subscribe_once(room).await
+                }
+                other => other,
+            }
         })
     }
 
@@ -214,7 +235,7 @@ impl Broker for RedisBroker {
             if let Err(e) = ping {
                 return Err(format!("redis unreachable: {e}"));
             }
-            if !self.pubsub_up.load(Ordering::Relaxed) {
+            if !*self.pubsub_up.borrow() {
                 return Err("redis pub/sub connection is down".into());
             }
             Ok(())
@@ -228,7 +249,7 @@ struct PubSubTask {
     deliver: Arc<dyn Deliver>,
     node: String,
     rx: mpsc::UnboundedReceiver<SubCommand>,
-    up: Arc<AtomicBool>,
+    up: watch::Sender<bool>,
     counts: HashMap<String, usize>,
 }
 
@@ -267,7 +288,7 @@ impl PubSubTask {
                 continue;
             }
             backoff = Duration::from_millis(100);
-            self.up.store(true, Ordering::Relaxed);
+            self.up.send_replace(true);
             if connected_before {
                 tracing::info!(
                     rooms = rooms.len(),
@@ -302,7 +323,7 @@ impl PubSubTask {
                     },
                 }
             }
-            self.up.store(false, Ordering::Relaxed);
+            self.up.send_replace(false);
             tracing::warn!("redis pub/sub connection lost; reconnecting");
         }
     }

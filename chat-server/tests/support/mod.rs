@@ -440,6 +440,21 @@ impl Proxy {
         Proxy { addr, mode, task }
     }
 
+    /// A proxy in front of the tests' shared Redis.
+    pub async fn redis() -> Proxy {
+        let addr = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("CHAT_TEST_REDIS_URL is redis://HOST:PORT/");
+        Proxy::start(addr).await
+    }
+
+    /// `redis://` through this proxy.
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
     pub fn set(&self, mode: ProxyMode) {
         self.mode.send_replace(mode);
     }
