@@ -3,24 +3,9 @@
 
 mod support;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
-use support::{Server, TempDir, http_get, room};
+use support::{Server, TempDir, http_get, room, token};
 use tokio_tungstenite::tungstenite::Message;
-
-fn token(secret: &str, sub: &str, exp_offset: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let claims = json!({"sub": sub, "exp": now + exp_offset});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
 
 #[tokio::test]
 async fn jwt_auth_accepts_valid_tokens_and_closes_1008_otherwise() {

@@ -250,8 +250,18 @@ impl Client {
 
 /// GET over a fresh connection; returns status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_with(addr, path, &[]).await
+}
+
+/// GET with extra request headers (`"Name: value"`).
+pub async fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
@@ -398,6 +408,21 @@ pub async fn try_send(c: &mut Client, room: &str, body: &str) -> Result<u64, Str
             };
         }
     }
+}
+
+/// An HS256 JWT for `sub`, expiring `exp_offset` seconds from now.
+pub fn token(secret: &str, sub: &str, exp_offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"sub": sub, "exp": now + exp_offset});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 /// What a [`Proxy`] does with its connections.
