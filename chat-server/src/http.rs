@@ -25,7 +25,7 @@ const INDEX_HTML: &str = include_str!("../static/index.html");
 /// A connection's WebSocket read buffer, allocated (and zero-filled) up front.
 /// tungstenite's default is 128 KiB, which made an idle connection cost ~150 KiB;
 /// chat frames are small, and a larger frame still grows the buffer as it arrives.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Bytes the writer gathers before writing to the socket (the flush writes the
 /// rest). Frames are batched per flush anyway; this only caps the buffer.
 const WRITE_BUFFER: usize = 8 * 1024;

@@ -78,7 +78,7 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
         published: 0,
     };
     for room in rooms {
-        s.join(room, None).await;
+        Box::pin(s.join(room, None)).await;
     }
     loop {
         tokio::select! {
@@ -90,7 +90,9 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
             Some(ack) = s.acks.next(), if !s.acks.is_empty() => s.acked(ack),
             msg = stream.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(Message::Text(text))) => s.frame(&text).await,
+                // Boxed: the request handlers' states would otherwise sit inline
+                // in every idle connection's task.
+                Some(Ok(Message::Text(text))) => Box::pin(s.frame(&text)).await,
                 Some(Ok(Message::Binary(_))) => s.binary(),
                 Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
                 Some(Err(e)) => {
