@@ -46,6 +46,9 @@ use crate::store::{HistoryStore, Range, StoreError};
 const GAP_POLL: Duration = Duration::from_millis(10);
 /// How often a room whose gap could not be read from the store tries again.
 const FILL_RETRY: Duration = Duration::from_secs(1);
+/// How long a replay waits for room in a member's queue before it closes the
+/// member as a slow consumer (the join holds one of `join_concurrency` turns).
+const REPLAY_SEND_WAIT: Duration = Duration::from_secs(5);
 /// Rows per store read when replaying a range.
 const PAGE: u32 = 500;
 
@@ -293,7 +296,7 @@ impl Hub {
             let rows = self.next_rows(room, next, upto, deadline).await?;
             for msg in &rows {
                 if !msg.is_tombstone() {
-                    if !out.send(render(msg)).await {
+                    if !out.send(render(msg), REPLAY_SEND_WAIT).await {
                         return Ok(next);
                     }
                     self.metrics.messages_delivered.inc();

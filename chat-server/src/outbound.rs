@@ -6,6 +6,7 @@
 //! reason wins; the writer task sends it as the WebSocket close frame.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
@@ -64,10 +65,18 @@ impl Outbound {
         }
     }
 
-    /// Queues a frame, waiting for room (for a session's own, paced output).
-    pub async fn send(&self, frame: Utf8Bytes) -> bool {
+    /// Queues a frame, waiting up to `wait` for room (for a session's own, paced
+    /// output: a replay). A client that takes nothing for that long is closed with
+    /// 4000 "slow consumer", so it cannot hold a join's turn forever.
+    pub async fn send(&self, frame: Utf8Bytes, wait: Duration) -> bool {
         tokio::select! {
-            r = self.tx.send(frame) => r.is_ok(),
+            r = tokio::time::timeout(wait, self.tx.send(frame)) => match r {
+                Ok(sent) => sent.is_ok(),
+                Err(_) => {
+                    self.close_slow();
+                    false
+                }
+            },
             _ = self.shared.closed.cancelled() => false,
         }
     }
@@ -132,5 +141,16 @@ mod tests {
         );
         assert_eq!(metrics.slow_consumers.get(), 1);
         assert!(!out.close(1001, "going away"));
+    }
+
+    #[tokio::test]
+    async fn a_paced_send_gives_up_on_a_client_that_reads_nothing() {
+        let metrics = Arc::new(Metrics::new());
+        let (out, mut rx) = Outbound::new(1, metrics.clone());
+        assert!(out.send("a".into(), Duration::from_millis(10)).await);
+        assert!(!out.send("b".into(), Duration::from_millis(10)).await);
+        assert_eq!(out.close_reason().map(|c| c.code), Some(4000));
+        assert_eq!(metrics.slow_consumers.get(), 1);
+        assert_eq!(rx.recv().await.as_deref(), Some("a"));
     }
 }
