@@ -6,8 +6,11 @@
 //! The assertions are about completeness and the contract of the tool (audit
 //! numbers, JSON schema, exit statuses), never about how fast anything was.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
+/// The bare HTTP GET the fault suite uses too.
+#[path = "faults_support/http.rs"]
+mod http;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -139,7 +142,7 @@ impl Cluster {
 
     fn wait_ready(&self, addr: SocketAddr) {
         let deadline = std::time::Instant::now() + WAIT;
-        while http_get(addr, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+        while http::get(addr, "/readyz").is_none_or(|(status, _)| status != 200) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "chat-server on {addr} never became ready"
@@ -207,23 +210,10 @@ async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
-/// A bare HTTP/1.1 GET; the whole response as text, `None` if unreachable.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
 /// A Prometheus sample of `addr`'s /metrics (0 when absent).
 fn metric(addr: SocketAddr, name: &str) -> f64 {
-    http_get(addr, "/metrics")
+    http::get(addr, "/metrics")
+        .map(|(_, body)| body)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))

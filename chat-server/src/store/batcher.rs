@@ -114,10 +114,13 @@ enum Written {
 
 impl Written {
     fn classify(rows: &[ChatMessage], inserted: Vec<(String, u64)>) -> Vec<Written> {
-        let inserted: HashSet<(String, u64)> = inserted.into_iter().collect();
+        let inserted: HashSet<(&str, u64)> = inserted
+            .iter()
+            .map(|(room, seq)| (room.as_str(), *seq))
+            .collect();
         rows.iter()
             .map(|m| {
-                if inserted.contains(&(m.room.clone(), m.seq)) {
+                if inserted.contains(&(m.room.as_str(), m.seq)) {
                     Written::Inserted
                 } else {
                     Written::Existed
