@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Outbound};
@@ -145,7 +144,7 @@ fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
+    rx: flume::Receiver<Utf8Bytes>,
     out: Outbound,
     app: Arc<App>,
 ) {
@@ -157,8 +156,8 @@ async fn write_loop(
                 out.close(CLOSE_GOING_AWAY, "going away");
                 break;
             }
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break };
+            frame = rx.recv_async() => {
+                let Ok(frame) = frame else { break };
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
