@@ -75,7 +75,7 @@ impl App {
         let timeout = Duration::from_secs(2);
         match tokio::time::timeout(timeout, self.broker.check()).await {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(reason),
+            Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("broker check timed out".into()),
         }
         match tokio::time::timeout(timeout, self.store.ping()).await {
