@@ -1,6 +1,7 @@
 //! A plain HTTP/1.0 GET over tokio, for /metrics and the Prometheus API (an
 //! HTTP/1.0 request gets a body that simply ends with the connection, never
-//! chunked).
+//! chunked), and a bare WebSocket client: an upgrade, then masked text frames
+//! out and nothing read back, which is all the test needs of a chat client.
 
 use std::net::SocketAddr;
 
@@ -52,4 +53,19 @@ pub async fn open_websocket(addr: SocketAddr, query: &str) -> std::io::Result<Tc
         return Err(std::io::Error::other(format!("upgrade refused: {head}")));
     }
     Ok(stream)
+}
+
+/// Sends `text` as one masked WebSocket text frame (RFC 6455 5.2; clients must
+/// mask, servers refuse unmasked frames).
+pub async fn send_text(stream: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    let payload = text.as_bytes();
+    let len = u16::try_from(payload.len())
+        .ok()
+        .filter(|&l| l < 126)
+        .ok_or_else(|| std::io::Error::other("a frame of at most 125 bytes"))?;
+    let mask = [0x5a, 0x13, 0xc7, 0x2e];
+    let mut frame = vec![0x81, 0x80 | len as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).await
 }

@@ -428,6 +428,27 @@ async fn connections_reach_the_autoscaler_through_a_real_prometheus() {
         .await;
     println!("scraped chat_connections per pod: {:?}", by_pod(&got));
 
+    // Two messages in demo-0's lobby reach its three members: deliveries
+    // and commits, for the rate and latency rules.
+    let sender = sockets
+        .get_mut("demo-0")
+        .and_then(|s| s.first_mut())
+        .unwrap();
+    for n in 0..2 {
+        let frame = format!(r#"{{"type":"send","room":"lobby","body":"hi","ref":"r{n}"}}"#);
+        http::send_text(sender, &frame).await.expect("send");
+    }
+    prometheus
+        .eventually(r#"chat_messages_delivered_total{pod="demo-0"}"#, |s| {
+            s.len() == 1 && s[0].1 == 6.0
+        })
+        .await;
+    prometheus
+        .eventually(r#"chat_persist_latency_seconds_count{pod="demo-0"}"#, |s| {
+            s.len() == 1 && s[0].1 == 2.0
+        })
+        .await;
+
     // The recording rules.
     let sum = r#"chatcluster:chat_connections:sum{namespace="chat-app",chatcluster="demo"}"#;
     prometheus
@@ -438,6 +459,18 @@ async fn connections_reach_the_autoscaler_through_a_real_prometheus() {
     prometheus
         .eventually(avg, |s| s.len() == 1 && s[0].1 == 4.0)
         .await;
+
+    let positive = |s: &[Sample]| s.len() == 1 && s[0].1 > 0.0 && s[0].1.is_finite();
+    let demo = r#"{namespace="chat-app",chatcluster="demo"}"#;
+    for rule in [
+        "chatcluster:chat_messages_delivered:rate1m",
+        "chatcluster:chat_messages_received:rate1m",
+        "chatcluster:chat_persist_latency_seconds:p99_5m",
+    ] {
+        prometheus
+            .eventually(&format!("{rule}{demo}"), positive)
+            .await;
+    }
 
     // The adapter rule serving the HPA's metric: its seriesQuery finds both
     // pods' series with the labels its `resources` map, and its metricsQuery,
