@@ -3,7 +3,7 @@
 #   - hadolint on both Dockerfiles, failing on any finding, even style;
 #   - the Docker build context and build commands match the workspace;
 #   - the CRD copy in k8s/ equals the generated crds/chatcluster.yaml;
-#   - `kubectl kustomize k8s/` and `k8s/namespaced/` build;
+#   - `kubectl kustomize k8s/`, `k8s/namespaced/` and `k8s/monitoring/` build;
 #   - every manifest under k8s/ and crds/, and the kustomize output, is valid
 #     for Kubernetes 1.30 and 1.33 (kubernetes-validate --strict for built-in
 #     kinds; ChatClusters against the CRD's schema, defaults and CEL rules);
@@ -56,12 +56,18 @@ echo "hadolint: Dockerfile.server, Dockerfile.operator clean"
 cmp -s "$crd" k8s/base/crd-chatcluster.yaml \
   || fail "k8s/base/crd-chatcluster.yaml differs from $crd; run: cp $crd k8s/base/crd-chatcluster.yaml"
 
+# k8s/monitoring/ holds prometheus-operator kinds (PodMonitor,
+# PrometheusRule), whose CRDs are not vendored here, and plain Prometheus and
+# prometheus-adapter files: operator/tests/monitoring checks those with
+# promtool and a real Prometheus (scripts/monitoring.sh); here it must build.
 mapfile -t manifests < <(
-  find k8s crds -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/examples/invalid/*' | sort)
+  find k8s crds -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/examples/invalid/*' \
+    -not -path 'k8s/monitoring/*' | sort)
 if command -v kubectl >/dev/null; then
   kubectl kustomize k8s >"$work/install.yaml" || fail "kubectl kustomize k8s/ failed"
   kubectl kustomize k8s/namespaced >"$work/install-namespaced.yaml" \
     || fail "kubectl kustomize k8s/namespaced/ failed"
+  kubectl kustomize k8s/monitoring >/dev/null || fail "kubectl kustomize k8s/monitoring/ failed"
   manifests+=("$work/install.yaml" "$work/install-namespaced.yaml")
 else
   echo "kubectl not found: skipping the kustomize build of k8s/ (the files are still validated)"
@@ -92,7 +98,7 @@ checkov() {
     || { cat "$work/checkov.txt"; fail "checkov found failed checks"; }
   awk '/scan results:/ {kind = $1} /^Passed checks/ {print "checkov " kind ": " $0}' "$work/checkov.txt"
 }
-mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml | sort)
+mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/monitoring/*' | sort)
 checkov --framework kubernetes dockerfile -f "${k8s_files[@]}" Dockerfile.server Dockerfile.operator
 echo "operator render of ${examples[*]}:"
 checkov --framework kubernetes -f "$work"/rendered-skips/*.yaml

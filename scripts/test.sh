@@ -45,6 +45,10 @@ fi
 step "fault-injection suite (loadtest/tests/faults.rs, CHAT_FAULTS=1)"
 CHAT_FAULTS=1 cargo test --workspace --locked --test faults -- --nocapture
 
+# Also after the workspace tests, for the same target/debug/chat-server.
+step "monitoring: a real Prometheus, promtool, the dashboard's metrics"
+scripts/monitoring.sh
+
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh
 
