@@ -14,7 +14,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// back, so it is bounded; a longer one is refused without being echoed.
 pub const MAX_REF_LEN: usize = 128;
 
-/// The name rule for rooms and users: `^[A-Za-z0-9_.:-]{1,64}$`.
+/// The name rule for rooms and users, as error messages quote it.
+pub const NAME_RULE: &str = "^[A-Za-z0-9_.:-]{1,64}$";
+
+/// Whether `name` follows [`NAME_RULE`].
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name

@@ -18,7 +18,8 @@ use futures::{SinkExt, StreamExt};
 use crate::app::App;
 use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Outbound};
 use crate::protocol::{
-    ChatMessage, ClientFrame, ErrorCode, MessageParts, PresenceEvent, ServerFrame, valid_name,
+    ChatMessage, ClientFrame, ErrorCode, MessageParts, NAME_RULE, PresenceEvent, ServerFrame,
+    valid_name,
 };
 use crate::rate::TokenBucket;
 use crate::store::Range;
@@ -257,7 +258,7 @@ impl Session {
             return true;
         }
         let message = format!(
-            "room name must match ^[A-Za-z0-9_.:-]{{1,64}}$ (got {:?})",
+            "room name must match {NAME_RULE} (got {:?})",
             truncate(room)
         );
         self.error(ErrorCode::InvalidRoom, &message, reference);
