@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod rate;
+pub mod rebalance;
 pub mod redis_commands;
 pub mod session;
 pub mod store;
@@ -78,6 +79,8 @@ pub async fn run(
         ),
     };
     let rooms = Arc::new(Rooms::default());
+    // Redis commands for rebalancing, which only Redis mode has (`validate`).
+    let mut rebalance_commands = None;
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &config.redis_url {
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
@@ -91,6 +94,7 @@ pub async fn run(
                 node.clone(),
                 token.clone(),
             );
+            rebalance_commands = Some(commands.clone());
             let presence =
                 RedisPresence::start(commands, node.clone(), config.presence_ttl(), token.clone());
             (Arc::new(broker), Arc::new(presence))
@@ -126,6 +130,13 @@ pub async fn run(
         token.clone(),
     ));
 
+    if let (Some(rebalancer), Some(commands)) = (&app.rebalancer, rebalance_commands) {
+        tokio::spawn(
+            rebalancer
+                .clone()
+                .run(commands, node.clone(), token.clone()),
+        );
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         node,

@@ -58,6 +58,10 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     let (out, rx) = Outbound::new(app.config.outbound_queue, app.metrics.clone());
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, rx, out.clone(), app.clone()));
+    let _rebalance = app
+        .rebalancer
+        .as_ref()
+        .map(|r| r.register(conn, out.clone()));
     app.metrics.connections.inc();
     app.metrics.connections_opened.inc();
     tracing::debug!(conn, %user, "connected");
