@@ -6,9 +6,11 @@
 //! interval (hash `chat:load`, field = node, value `<count> <expiry ms>`; an entry
 //! whose expiry passed belongs to a dead instance and is ignored) and reads
 //! everyone's. An instance above the cluster mean × (1 + tolerance) closes its
-//! excess over the mean, at most `--rebalance-max-closes` per interval, with close
-//! code 4001 `rebalance`. Those clients reconnect through the load balancer and
-//! rejoin with `since`, so they lose nothing (docs/protocol.md, "Close codes").
+//! excess over the mean, at most `--rebalance-max-closes` per interval: it asks
+//! their sessions to move, and each stops reading, delivers the acks of the sends
+//! it took (at most [`SETTLE`]) and closes with 4001 `rebalance`. Those clients
+//! reconnect through the load balancer and rejoin with `since`, so they lose
+//! nothing (docs/protocol.md, "Rebalancing").
 //! Only Redis mode has a cluster to balance, so the flag requires `--redis-url`.
 
 use std::collections::HashMap;
@@ -28,6 +30,8 @@ const KEY: &str = "chat:load";
 pub const REASON: &str = "rebalance";
 /// A report stays valid for this many intervals (a missed one is tolerated).
 const TTL_INTERVALS: u32 = 3;
+/// How long a connection asked to move waits for the acks of its accepted sends.
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// The `--rebalance*` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -105,17 +109,55 @@ pub fn excess(local: usize, counts: &[usize], tolerance: f64, max: usize) -> usi
     local.saturating_sub(mean.ceil() as usize).min(max)
 }
 
-/// This instance's open connections, which rebalancing may close.
+/// This instance's open connections, which rebalancing may ask to move.
 pub struct Rebalancer {
     config: RebalanceConfig,
     metrics: Arc<Metrics>,
-    connections: Mutex<HashMap<u64, Outbound>>,
+    connections: Mutex<HashMap<u64, Candidate>>,
+}
+
+/// One open connection: its queue (closed: it is leaving anyway) and the
+/// signal that asks its session to move.
+struct Candidate {
+    out: Outbound,
+    asked: CancellationToken,
+}
+
+impl Candidate {
+    fn staying(&self) -> bool {
+        !self.out.is_closed() && !self.asked.is_cancelled()
+    }
 }
 
 /// Keeps a connection in the rebalancer's set; removes it when dropped.
 pub struct Registration {
     rebalancer: Arc<Rebalancer>,
     conn: u64,
+    asked: CancellationToken,
+}
+
+impl Registration {
+    /// Resolves once rebalancing asks this connection to move. The session then
+    /// stops reading, waits (at most [`SETTLE`]) for the acks of the sends it
+    /// accepted, and calls [`Registration::close`].
+    pub async fn asked(&self) {
+        self.asked.cancelled().await
+    }
+
+    /// Closes the connection with 4001 `rebalance`.
+    pub fn close(&self, out: &Outbound) {
+        if out.close(CLOSE_REBALANCE, REASON) {
+            self.rebalancer.metrics.rebalance_closes.inc();
+        }
+    }
+}
+
+/// [`Registration::asked`], or never without rebalancing.
+pub async fn asked(registration: Option<&Registration>) {
+    match registration {
+        Some(r) => r.asked().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Drop for Registration {
@@ -133,16 +175,22 @@ impl Rebalancer {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Outbound>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Candidate>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds an open connection; it stays a candidate until the guard is dropped.
     pub fn register(self: &Arc<Self>, conn: u64, out: Outbound) -> Registration {
-        self.lock().insert(conn, out);
+        let asked = CancellationToken::new();
+        let candidate = Candidate {
+            out,
+            asked: asked.clone(),
+        };
+        self.lock().insert(conn, candidate);
         Registration {
             rebalancer: self.clone(),
             conn,
+            asked,
         }
     }
 
@@ -161,7 +209,8 @@ impl Rebalancer {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let local = self.lock().len();
+            // Connections already leaving (their handshake may take seconds) are gone.
+            let local = self.lock().values().filter(|c| c.staying()).count();
             match self.report(&commands, &node, local).await {
                 Ok(counts) => {
                     let n = excess(
@@ -171,11 +220,11 @@ impl Rebalancer {
                         self.config.max_closes,
                     );
                     if n > 0 {
-                        let closed = self.shed(n);
+                        let asked = self.shed(n);
                         tracing::info!(
                             local,
                             ?counts,
-                            closed,
+                            asked,
                             "rebalance: asked clients to reconnect elsewhere"
                         );
                     }
@@ -226,19 +275,11 @@ impl Rebalancer {
         Ok(counts)
     }
 
-    /// Closes up to `n` open connections with 4001; returns how many it closed.
+    /// Asks up to `n` open connections to move; returns how many it asked.
     fn shed(&self, n: usize) -> usize {
-        let mut closed = 0;
-        for out in self.lock().values() {
-            if closed == n {
-                break;
-            }
-            if out.close(CLOSE_REBALANCE, REASON) {
-                self.metrics.rebalance_closes.inc();
-                closed += 1;
-            }
-        }
-        closed
+        let connections = self.lock();
+        let staying = connections.values().filter(|c| c.staying());
+        staying.take(n).map(|c| c.asked.cancel()).count()
     }
 }
 

@@ -1,11 +1,14 @@
 //! Rebalancing (`--rebalance`): two instances on real Redis, every member of a
 //! room connected to instance A, B idle but for the sender. A is far above the
 //! mean, so it closes some members with 4001; each of them reconnects to B (as a
-//! load balancer would send it) and rejoins with `since`. The audit: every member
-//! ends up with every seq exactly once, in order.
+//! load balancer would send it) and rejoins with `since`. The members send too,
+//! one message at a time. The audit: every member ends up with every seq exactly
+//! once, in order, and no member was moved before the ack of a message of its
+//! that the room saw.
 
 mod support;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,10 +29,15 @@ const MOVES: usize = 5;
 const AFTER: u64 = 10;
 
 /// What one member saw.
+#[derive(Default)]
 struct Seen {
     seqs: Vec<u64>,
+    /// Bodies of the room's messages.
+    bodies: HashSet<String>,
     /// Close codes and reasons it was closed with (then it reconnected).
     closes: Vec<(u16, String)>,
+    /// Its own messages it had sent and not yet seen acked when it was closed.
+    unacked_at_close: Vec<String>,
 }
 
 /// Counts of members closed with 4001 and of those back in the room.
@@ -40,8 +48,10 @@ struct Moves {
 }
 
 /// One member: joins on `servers[0]`, and on a 4001 close reconnects to the
-/// other server with `since` = the last seq it saw. Returns once it has seen the
-/// final seq the sender announces.
+/// other server with `since` = the last seq it saw. Until the sender announces
+/// its last seq, it answers each of the sender's messages with one of its own
+/// when its previous one is acked. Returns once it has seen the announced seq
+/// and has no send outstanding.
 async fn member(
     servers: [std::net::SocketAddr; 2],
     name: String,
@@ -49,11 +59,10 @@ async fn member(
     mut last_seq: watch::Receiver<u64>,
     moves: Arc<Moves>,
 ) -> Seen {
-    let mut seen = Seen {
-        seqs: Vec::new(),
-        closes: Vec::new(),
-    };
+    let mut seen = Seen::default();
     let mut on = 0;
+    let mut sent = 0;
+    let mut pending: Option<String> = None;
     loop {
         let mut c = Client::connect(servers[on], &format!("user={name}")).await;
         // `since` 0 on the first join too: the sender may have started already.
@@ -62,7 +71,7 @@ async fn member(
             .await;
         loop {
             let last = *last_seq.borrow();
-            if last > 0 && seen.seqs.last() == Some(&last) {
+            if last > 0 && seen.seqs.last() >= Some(&last) && pending.is_none() {
                 return seen;
             }
             tokio::select! {
@@ -75,7 +84,20 @@ async fn member(
                             Some("joined") if !seen.closes.is_empty() => {
                                 moves.rejoined.fetch_add(1, Ordering::SeqCst);
                             }
-                            Some("message") => seen.seqs.push(v["seq"].as_u64().expect("seq")),
+                            Some("message") => {
+                                seen.seqs.push(v["seq"].as_u64().expect("seq"));
+                                seen.bodies.insert(v["body"].as_str().expect("body").to_owned());
+                                if v["user"] == "sender" && pending.is_none() && *last_seq.borrow() == 0 {
+                                    sent += 1;
+                                    let body = format!("{name}-{sent}");
+                                    c.send(json!({"type": "send", "room": room, "body": body, "ref": body})).await;
+                                    pending = Some(body);
+                                }
+                            }
+                            Some("ack") => {
+                                assert_eq!(v["ref"].as_str(), pending.as_deref(), "{name}: {v}");
+                                pending = None;
+                            }
                             Some("error") => panic!("{name}: {v}"),
                             _ => {}
                         }
@@ -85,6 +107,7 @@ async fn member(
                         seen.closes.push((code, frame.reason.to_string()));
                         assert_eq!(code, 4001, "{name} closed with {code} {}", frame.reason);
                         moves.closed.fetch_add(1, Ordering::SeqCst);
+                        seen.unacked_at_close.extend(pending.take());
                         // Finish the closing handshake, then go elsewhere.
                         while let Some(Ok(_)) = c.ws_mut().next().await {}
                         on = 1 - on;
@@ -165,14 +188,17 @@ async fn an_instance_above_the_mean_sheds_members_who_rejoin_elsewhere_and_lose_
     announce.send(seq).unwrap();
 
     let mut closes = 0;
+    let mut everyone = Vec::new();
     for (i, m) in members.into_iter().enumerate() {
         let seen = tokio::time::timeout(WAIT, m)
             .await
             .unwrap_or_else(|_| panic!("m{i} did not see seq {seq} in time"))
             .expect("member task");
+        let last = *seen.seqs.last().expect("m{i} saw messages");
+        assert!(last >= seq, "m{i} stopped at seq {last} < {seq}");
         assert_eq!(
             seen.seqs,
-            (1..=seq).collect::<Vec<_>>(),
+            (1..=last).collect::<Vec<_>>(),
             "m{i} (closed {:?}) lost or repeated messages",
             seen.closes
         );
@@ -180,6 +206,18 @@ async fn an_instance_above_the_mean_sheds_members_who_rejoin_elsewhere_and_lose_
             assert_eq!((*code, reason.as_str()), (4001, "rebalance"));
         }
         closes += seen.closes.len() as u64;
+        everyone.push(seen);
+    }
+    // A member is moved only after the acks of the sends the server took from
+    // it: a message of its that the room saw was acked before the close.
+    for seen in &everyone {
+        for body in &seen.unacked_at_close {
+            let published = everyone.iter().any(|s| s.bodies.contains(body));
+            assert!(
+                !published,
+                "{body} was delivered, but its sender was moved before its ack"
+            );
+        }
     }
     assert!(closes >= MOVES as u64, "{closes} members closed with 4001");
     // Only A was above the mean; the metric counts exactly the closes the members saw.
