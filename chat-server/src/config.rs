@@ -136,6 +136,20 @@ impl Config {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    /// The history store's address without credentials: the same for every
+    /// instance of a cluster, and different for clusters with other databases.
+    pub fn store_name(&self) -> String {
+        match &self.database_url {
+            Some(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                rest.rsplit_once('@')
+                    .map_or(rest, |(_, host)| host)
+                    .to_owned()
+            }
+            None => format!("sqlite:{}", self.sqlite_path.display()),
+        }
+    }
+
     /// Rejects limits that would make the server unusable, with a clear message.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -192,5 +206,17 @@ mod tests {
             c.validate().unwrap_err(),
             "--outbound-queue must be at least 1"
         );
+    }
+
+    #[test]
+    fn the_store_name_leaves_out_credentials() {
+        let c = Config::parse_from([
+            "chat-server",
+            "--database-url",
+            "postgres://chat:s3cret@db.svc:5432/chat?sslmode=disable",
+        ]);
+        assert_eq!(c.store_name(), "db.svc:5432/chat?sslmode=disable");
+        let c = Config::parse_from(["chat-server", "--sqlite-path", "/data/h.db"]);
+        assert_eq!(c.store_name(), "sqlite:/data/h.db");
     }
 }

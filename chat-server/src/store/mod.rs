@@ -165,4 +165,5 @@ pub(crate) use history_reads;
 
 pub mod batcher;
 pub mod postgres;
+pub mod spill;
 pub mod sqlite;
