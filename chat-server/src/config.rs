@@ -101,6 +101,9 @@ pub struct Config {
     /// readers give it up; a commit later than that is refused, never acked.
     #[arg(long, env = "CHAT_GAP_WAIT_MS", default_value_t = 10_000)]
     pub gap_wait_ms: u64,
+
+    #[command(flatten)]
+    pub rebalance: crate::rebalance::RebalanceConfig,
 }
 
 impl Config {
@@ -173,7 +176,7 @@ impl Config {
         if self.persist_batch > 5000 {
             return Err("--persist-batch must be at most 5000".into());
         }
-        Ok(())
+        self.rebalance.validate(self.redis_url.is_some())
     }
 }
 

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod rate;
+pub mod rebalance;
 pub mod redis_commands;
 pub mod session;
 pub mod store;
@@ -83,6 +84,8 @@ pub async fn run(
         ),
     };
     let rooms = Arc::new(Rooms::default());
+    // Redis commands for rebalancing, which only Redis mode has (`validate`).
+    let mut rebalance_commands = None;
     let (broker, presence, spill): (Arc<dyn Broker>, Arc<dyn Presence>, _) = match &config.redis_url
     {
         Some(url) => {
@@ -97,6 +100,7 @@ pub async fn run(
                 node.clone(),
                 token.clone(),
             );
+            rebalance_commands = Some(commands.clone());
             let spill = RedisSpill::new(commands.clone(), &config.store_name(), node.clone());
             let presence =
                 RedisPresence::start(commands, node.clone(), config.presence_ttl(), token.clone());
@@ -141,6 +145,13 @@ pub async fn run(
         token.clone(),
     ));
 
+    if let (Some(rebalancer), Some(commands)) = (&app.rebalancer, rebalance_commands) {
+        tokio::spawn(
+            rebalancer
+                .clone()
+                .run(commands, node.clone(), token.clone()),
+        );
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         node,

@@ -19,6 +19,8 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+/// Rebalancing (`--rebalance`) asks the client to reconnect elsewhere.
+pub const CLOSE_REBALANCE: u16 = 4001;
 
 /// Why a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]

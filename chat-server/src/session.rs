@@ -16,12 +16,15 @@ use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
 
 use crate::app::App;
-use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Outbound};
+use crate::outbound::{
+    CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_REBALANCE, CLOSE_TOO_BIG, Outbound,
+};
 use crate::protocol::{
     ChatMessage, ClientFrame, ErrorCode, MessageParts, NAME_RULE, PresenceEvent, ServerFrame,
     valid_name,
 };
 use crate::rate::TokenBucket;
+use crate::rebalance;
 use crate::store::Range;
 use crate::store::batcher::CommitError;
 
@@ -58,6 +61,10 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     let (out, rx) = Outbound::new(app.config.outbound_queue, app.metrics.clone());
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, rx, out.clone(), app.clone()));
+    let rebalance = app
+        .rebalancer
+        .as_ref()
+        .map(|r| r.register(conn, out.clone()));
     app.metrics.connections.inc();
     app.metrics.connections_opened.inc();
     tracing::debug!(conn, %user, "connected");
@@ -88,6 +95,14 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
                 break;
             }
             Some(ack) = s.acks.next(), if !s.acks.is_empty() => s.acked(ack),
+            _ = rebalance::asked(rebalance.as_ref()) => {
+                // Acks first, so that moving loses the client no ack.
+                s.settle_acks().await;
+                if let Some(r) = &rebalance {
+                    r.close(&out);
+                }
+                break;
+            }
             msg = stream.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break,
                 // Boxed: the request handlers' states would otherwise sit inline
@@ -177,6 +192,15 @@ async fn write_loop(
         }
     }
     if let Some(close) = out.close_reason().filter(|c| c.code != 1000) {
+        if close.code == CLOSE_REBALANCE {
+            // What the session queued before it moved the client (its last acks)
+            // goes out before the close frame.
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
         let frame = CloseFrame {
             code: close.code,
             reason: close.reason.into(),
@@ -476,6 +500,17 @@ impl Session {
                 outcome,
             }
         }));
+    }
+
+    /// Delivers the acks of the sends already accepted (for at most
+    /// [`rebalance::SETTLE`]), reading nothing new meanwhile.
+    async fn settle_acks(&mut self) {
+        let settle = async {
+            while let Some(ack) = self.acks.next().await {
+                self.acked(ack);
+            }
+        };
+        let _ = tokio::time::timeout(rebalance::SETTLE, settle).await;
     }
 
     fn acked(&self, ack: PendingAck) {

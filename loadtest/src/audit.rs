@@ -18,7 +18,7 @@
 //! * `seq < next` otherwise: seen before, a *duplicate* (or, at or below the
 //!   join point, *unexpected*: history the member was never owed).
 //!
-//! Recovery: after a close with 1001/4000 the client rejoins with
+//! Recovery: after a close with 1001/4000/4001 the client rejoins with
 //! `since = highest seq seen` and the server replays `since+1 ..= last_seq`
 //! before live traffic; those replayed deliveries count as *recovered*, and
 //! they still count toward `delivered`, so a recovery that loses nothing leaves

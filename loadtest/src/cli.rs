@@ -116,7 +116,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub body_size: u32,
 
-    /// Reconnect attempts per client after a close with 1001/4000 or a dropped socket.
+    /// Reconnect attempts per client after a close with 1001/4000/4001 or a dropped socket.
     #[arg(long, default_value_t = 5)]
     pub max_reconnects: u32,
 

@@ -1,5 +1,5 @@
 //! One simulated user: connect and join, send on a timetable, receive and
-//! audit everything, reconnect after 1001/4000, drain, close.
+//! audit everything, reconnect after 1001/4000/4001, drain, close.
 //!
 //! A client is a single task that owns its socket (no split, no lock): one
 //! `select!` waits on the next frame, the next send time and the run's
@@ -519,7 +519,7 @@ impl Client {
             }
             Some(Ok(Message::Close(frame))) => {
                 let code = close_code(frame.as_ref());
-                let reconnect = code == "1001" || code == "4000";
+                let reconnect = matches!(code.as_str(), "1001" | "4000" | "4001");
                 return Next::Lost { code, reconnect };
             }
             Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
