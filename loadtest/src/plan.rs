@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::auth::Tokens;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
+use crate::protocol::Protocol;
 use crate::scenario::{RoomSizes, Stages};
 use crate::tls::Tls;
 
@@ -35,6 +36,7 @@ pub struct Target {
 pub struct Plan {
     pub run_id: String,
     pub targets: Vec<Target>,
+    pub protocol: Protocol,
     pub clients: u32,
     pub rooms: u32,
     pub messages: u32,
@@ -69,6 +71,7 @@ impl Plan {
         let mut plan = Self {
             run_id,
             targets,
+            protocol: args.protocol,
             clients: args.clients,
             rooms: args.rooms,
             messages: args.messages,

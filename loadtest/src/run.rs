@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
-use crate::audit::{self, RoomLedger};
+use crate::audit::{self, Audited, RoomLedger};
 use crate::auth;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
@@ -22,15 +22,16 @@ use crate::error::LoadError;
 use crate::history;
 use crate::plan::{Plan, Target};
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::recorder::Recorder;
 use crate::report::{Inputs, Summary};
 use crate::shard;
 use crate::shared::Shared;
+use crate::stamp_audit;
 use crate::sysres::{self, Usage};
 use crate::threshold;
 use crate::timeseries::{Interval, Merger};
 use crate::tls::Tls;
-use crate::wire;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -65,7 +66,12 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     for target in &plan.targets {
         probe(&plan, target, args.connect_timeout).await?;
     }
-    let rules = threshold::with_defaults(&args.thresholds, args.verify_history);
+    let defaults = threshold::Defaults {
+        verify_history: args.verify_history,
+        no_acks: !args.protocol.acks(),
+        messages: args.messages > 0,
+    };
+    let rules = threshold::with_defaults(&args.thresholds, defaults);
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
 
@@ -146,13 +152,26 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         recorder.ack.saturating_record(waited);
         recorder.ack_lower_bounds += 1;
     }
-    let audit = audit::audit(
-        &mut ledgers,
-        members.iter().map(|(room, m)| (*room, m)),
-        &lost,
-        end_us,
-        &mut recorder.delivery,
-    );
+    let by_seq = members.iter().filter_map(|(room, m)| match m {
+        Audited::Seq(member) => Some((*room, member)),
+        Audited::Stamp(_) => None,
+    });
+    let by_stamp = members.iter().filter_map(|(room, m)| match m {
+        Audited::Stamp(member) => Some((*room, member)),
+        Audited::Seq(_) => None,
+    });
+    let audit = match shared.plan.protocol {
+        Protocol::Native => {
+            audit::audit(&mut ledgers, by_seq, &lost, end_us, &mut recorder.delivery)
+        }
+        Protocol::SocketIo => stamp_audit::audit(
+            &mut ledgers,
+            by_stamp,
+            &lost,
+            end_us,
+            &mut recorder.delivery,
+        ),
+    };
     let history = match args.verify_history {
         true => {
             let acked: Vec<_> = ledgers.iter().map(RoomLedger::acked_by_seq).collect();
@@ -201,10 +220,11 @@ fn write_seconds(
 /// Checks that an endpoint accepts a WebSocket upgrade and serves the
 /// connection before any batch starts, so a wrong address or a wrong (or
 /// missing) JWT secret fails once, clearly, instead of 500 times in the report.
-/// The probe connects like a client (same credential kind), sends a `ping` and
-/// waits for the first frame: any text frame means the server is serving the
-/// connection; a close frame is the refusal (the server checks the credential
-/// right after the upgrade and closes with 1008 when it is bad).
+/// The probe connects like a client (same credential kind), sends a `ping`
+/// (natively; an Engine.IO server speaks first) and waits for the first
+/// frame: any text frame means the server is serving the connection; a close
+/// frame is the refusal (the server checks the credential right after the
+/// upgrade and closes with 1008 when it is bad).
 async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), LoadError> {
     let endpoint = &target.endpoint;
     let unreachable = |reason: String| LoadError::Unreachable {
@@ -218,7 +238,7 @@ async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), Load
         let user = format!("{}-probe", plan.run_id);
         let credential = auth::credential(plan.tokens.as_ref(), &user)
             .map_err(|e| unreachable(format!("cannot mint a token: {e}")))?;
-        let url = endpoint.request_url(&credential, None);
+        let url = plan.protocol.request_url(endpoint, &credential, None);
         let connector = plan.tls.as_ref().map(Tls::connector);
         let (mut ws, _) =
             tokio_tungstenite::client_async_tls_with_config(url, stream, None, connector)
@@ -233,7 +253,9 @@ async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), Load
                     })
                 })?;
         // A failed write shows up as the close or error read next.
-        let _ = ws.send(Message::text(wire::ping())).await;
+        if let Some(frame) = plan.protocol.probe_frame() {
+            let _ = ws.send(Message::text(frame)).await;
+        }
         let answer = loop {
             match ws.next().await {
                 Some(Ok(Message::Text(_))) => break Ok(()),

@@ -17,13 +17,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::task::{JoinHandle, LocalSet};
 
-use crate::audit::{LostSend, Member, RoomLedger};
+use crate::audit::{Audited, LostSend, RoomLedger};
 use crate::churn;
 use crate::client;
 use crate::error::LoadError;
 use crate::lag_probe;
 use crate::recorder::{Counters, Recorder, latency_histogram};
 use crate::shared::Shared;
+use crate::stamp::Stamp;
 use crate::timeseries::{Counts, Interval, Window};
 
 /// How often a shard publishes its figures for the progress display.
@@ -41,12 +42,23 @@ pub struct Shard {
     pub second: Option<RefCell<Window>>,
 }
 
+impl Shard {
+    /// Client `stamp.client` of `room` wrote message `stamp` (a protocol
+    /// without acks: the stamp audit owes it to the room).
+    pub fn wrote(&self, room: usize, stamp: Stamp) {
+        self.ledgers.borrow_mut()[room].written(stamp);
+        if let Some(mark) = self.shared.sent.get(stamp.client as usize) {
+            mark.wrote(&stamp);
+        }
+    }
+}
+
 /// What a shard hands back when its clients are done.
 pub struct ShardResult {
     pub recorder: Recorder,
     pub ledgers: Vec<RoomLedger>,
     /// (room index, member) of every client that ran.
-    pub members: Vec<(usize, Member)>,
+    pub members: Vec<(usize, Audited)>,
     /// Sends never answered, and messages due but never sent.
     pub lost: Vec<LostSend>,
 }

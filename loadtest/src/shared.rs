@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::Plan;
+use crate::protocol::Protocol;
 use crate::recorder::{Recorder, latency_histogram};
+use crate::stamp_audit::SentMark;
 use crate::timeseries::Interval;
 
 pub struct Shared {
@@ -31,16 +33,24 @@ pub struct Shared {
     pub connected_to: Vec<AtomicU32>,
     /// With `--timeseries`: where the threads send their finished seconds.
     pub timeseries: Option<mpsc::Sender<Interval>>,
+    /// Socket.IO: what each client has written, by client id (empty for
+    /// the native protocol), for `stamp_audit`'s caught-up check.
+    pub sent: Vec<SentMark>,
 }
 
 impl Shared {
     pub fn new(plan: Plan, threads: usize, timeseries: Option<mpsc::Sender<Interval>>) -> Self {
-        let mut members = vec![0u32; plan.rooms as usize];
-        (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize] += 1);
+        let mut members = vec![Vec::new(); plan.rooms as usize];
+        (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize].push(c));
+        let sent = match plan.protocol {
+            Protocol::Native => Vec::new(),
+            Protocol::SocketIo => (0..plan.clients).map(|_| SentMark::default()).collect(),
+        };
         Self {
             origin: Instant::now(),
             cancel: CancellationToken::new(),
             rooms: members.into_iter().map(RoomState::new).collect(),
+            sent,
             live: (0..threads).map(|_| Live::default()).collect(),
             timeseries,
             connected_to: (0..plan.clients)
@@ -62,6 +72,8 @@ impl Shared {
 
 /// Whether a room can still get new messages, and the highest seq acked in it.
 pub struct RoomState {
+    /// Client ids of the room's members, ascending.
+    pub members: Vec<u32>,
     max_acked: AtomicU64,
     /// Members that have not finished sending (and receiving their acks).
     senders: AtomicU32,
@@ -69,11 +81,13 @@ pub struct RoomState {
 }
 
 impl RoomState {
-    fn new(members: u32) -> Self {
+    fn new(members: Vec<u32>) -> Self {
+        let count = members.len() as u32;
         Self {
+            members,
             max_acked: AtomicU64::new(0),
-            senders: AtomicU32::new(members),
-            all_sent: watch::Sender::new(members == 0),
+            senders: AtomicU32::new(count),
+            all_sent: watch::Sender::new(count == 0),
         }
     }
 

@@ -21,11 +21,19 @@ pub enum Inbound<'a> {
         room: Cow<'a, str>,
         last_seq: u64,
     },
+    /// A delivery; `seq` is `None` in a protocol without seqs.
     Message {
         room: Cow<'a, str>,
-        seq: u64,
+        seq: Option<u64>,
         body: Cow<'a, str>,
     },
+    /// `--protocol socketio`: the join probe of `client` came back (see `socketio`).
+    Probe {
+        room: Cow<'a, str>,
+        client: u32,
+    },
+    /// `--protocol socketio`: the server's heartbeat, answered with a pong.
+    Ping,
     Ack {
         reference: Option<Cow<'a, str>>,
         room: Cow<'a, str>,
@@ -36,7 +44,8 @@ pub enum Inbound<'a> {
         reference: Option<Cow<'a, str>>,
     },
     Presence,
-    /// `left`, `history`, `pong`: valid, not measured.
+    /// `left`, `history`, `pong` (and Socket.IO's session packets): valid,
+    /// not measured.
     Other,
 }
 
@@ -60,7 +69,7 @@ struct Frame<'a> {
 
 /// `Option<Cow<str>>` that borrows when it can: serde's own impl for a Cow
 /// nested in an Option always allocates.
-fn borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+pub(crate) fn borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct Text;
     impl<'de> Visitor<'de> for Text {
         type Value = Option<Cow<'de, str>>;
@@ -102,6 +111,8 @@ pub enum FrameError {
     },
     #[error("unknown frame type")]
     UnknownType,
+    #[error(transparent)]
+    Packet(#[from] crate::engineio::PacketError),
 }
 
 impl<'a> Inbound<'a> {
@@ -110,7 +121,7 @@ impl<'a> Inbound<'a> {
         Ok(match &*f.kind {
             "message" => Inbound::Message {
                 room: need("message", "room", f.room)?,
-                seq: need("message", "seq", f.seq)?,
+                seq: Some(need("message", "seq", f.seq)?),
                 body: need("message", "body", f.body)?,
             },
             "ack" => Inbound::Ack {
@@ -133,7 +144,11 @@ impl<'a> Inbound<'a> {
     }
 }
 
-fn need<T>(kind: &'static str, field: &'static str, value: Option<T>) -> Result<T, FrameError> {
+pub(crate) fn need<T>(
+    kind: &'static str,
+    field: &'static str,
+    value: Option<T>,
+) -> Result<T, FrameError> {
     value.ok_or(FrameError::Missing { kind, field })
 }
 
@@ -198,7 +213,7 @@ mod tests {
         let Inbound::Message { room, seq, body } = Inbound::parse(msg).unwrap() else {
             panic!()
         };
-        assert_eq!((&*room, seq, &*body), ("lobby", 42, "hello"));
+        assert_eq!((&*room, seq, &*body), ("lobby", Some(42), "hello"));
         assert!(
             matches!(room, Cow::Borrowed(_)),
             "no allocation for plain strings"
