@@ -157,6 +157,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub timeseries: Option<PathBuf>,
 
+    /// Write the latencies of every second (delivery and ack histograms, µs)
+    /// to this file as an HdrHistogram interval log (V2, compressed), for
+    /// HdrHistogram's tools (created before the run, like --timeseries).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+
     /// Write the summary as JSON to this file ('-' for stdout, which then omits the table).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -19,6 +19,7 @@ pub mod client;
 pub mod endpoint;
 pub mod engineio;
 pub mod error;
+pub mod hdr_log;
 pub mod history;
 pub mod lag_probe;
 pub mod pacing;

@@ -7,11 +7,13 @@
 //! running, and the report says what was left unfinished.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
+use hdrhistogram::serialization::V2DeflateSerializer;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
 use crate::audit::{self, Audited, RoomLedger};
@@ -19,6 +21,7 @@ use crate::auth;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
+use crate::hdr_log::HdrLog;
 use crate::history;
 use crate::plan::{Plan, Target};
 use crate::progress::Progress;
@@ -30,7 +33,7 @@ use crate::shared::Shared;
 use crate::stamp_audit;
 use crate::sysres::{self, Usage};
 use crate::threshold;
-use crate::timeseries::{Interval, Merger};
+use crate::timeseries::{JsonLines, Merger, Second};
 use crate::tls::Tls;
 
 const TICK: Duration = Duration::from_millis(250);
@@ -75,21 +78,35 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
 
-    let started_at_unix_ms = SystemTime::now()
+    let started_at = SystemTime::now();
+    let started_at_unix_ms = started_at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let usage_start = Usage::now();
-    let (timeseries, mut seconds) = match &args.timeseries {
-        Some(path) => {
-            let file = File::create(path).map_err(|source| LoadError::Timeseries {
-                path: path.clone(),
-                source,
-            })?;
+    // Per-second outputs, created before the run so a bad path fails at once.
+    let json = match &args.timeseries {
+        Some(path) => Some(JsonLines(create(path, |e| timeseries_error(args, e))?)),
+        None => None,
+    };
+    let mut hdr_file = match &args.hdr_log {
+        Some(path) => Some(create(path, |e| hdr_log_error(args, e))?),
+        None => None,
+    };
+    let mut serializer = V2DeflateSerializer::new();
+    let hdr = match &mut hdr_file {
+        Some(file) => Some(
+            HdrLog::begin(file, &mut serializer, started_at)
+                .map_err(|source| hdr_log_error(args, source))?,
+        ),
+        None => None,
+    };
+    let mut sinks = SecondSinks { json, hdr };
+    let (timeseries, mut seconds) = match sinks.json.is_some() || sinks.hdr.is_some() {
+        true => {
             let (sender, receiver) = mpsc::channel();
-            let merger = Merger::new(BufWriter::new(file), threads);
-            (Some(sender), Some((merger, receiver)))
+            (Some(sender), Some((Merger::new(threads), receiver)))
         }
-        None => (None, None),
+        false => (None, None),
     };
     let shared = Arc::new(Shared::new(plan, threads, timeseries));
     let mut handles = Vec::with_capacity(threads);
@@ -118,14 +135,25 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             _ = tick.tick() => progress.update(&shared),
         }
         if let Some((merger, receiver)) = &mut seconds {
-            write_seconds(args, merger, receiver.try_iter())?;
+            for interval in receiver.try_iter() {
+                sinks.write(args, merger.add(interval))?;
+            }
         }
     }
     if let Some((mut merger, receiver)) = seconds {
-        write_seconds(args, &mut merger, receiver.try_iter())?;
-        merger
-            .finish()
+        for interval in receiver.try_iter() {
+            sinks.write(args, merger.add(interval))?;
+        }
+        sinks.write(args, merger.finish())?;
+    }
+    let SecondSinks { json, hdr } = sinks;
+    drop(hdr);
+    if let Some(JsonLines(mut file)) = json {
+        file.flush()
             .map_err(|source| timeseries_error(args, source))?;
+    }
+    if let Some(file) = &mut hdr_file {
+        file.flush().map_err(|source| hdr_log_error(args, source))?;
     }
     progress.finish();
     let end_us = shared.micros(Instant::now());
@@ -203,18 +231,41 @@ fn timeseries_error(args: &Args, source: std::io::Error) -> LoadError {
     }
 }
 
-/// Writes the seconds the threads have finished (see `timeseries`).
-fn write_seconds(
-    args: &Args,
-    merger: &mut Merger<BufWriter<File>>,
-    intervals: impl Iterator<Item = Interval>,
-) -> Result<(), LoadError> {
-    for interval in intervals {
-        merger
-            .add(interval)
-            .map_err(|source| timeseries_error(args, source))?;
+fn hdr_log_error(args: &Args, source: std::io::Error) -> LoadError {
+    LoadError::HdrLog {
+        path: args.hdr_log.clone().unwrap_or_default(),
+        source,
     }
-    Ok(())
+}
+
+/// Creates an output file; `error` names it in the error.
+fn create(
+    path: &Path,
+    error: impl FnOnce(std::io::Error) -> LoadError,
+) -> Result<BufWriter<File>, LoadError> {
+    File::create(path).map(BufWriter::new).map_err(error)
+}
+
+/// Where the finished seconds go: `--timeseries` and `--hdr-log`.
+struct SecondSinks<'a> {
+    json: Option<JsonLines<BufWriter<File>>>,
+    hdr: Option<HdrLog<'a, BufWriter<File>>>,
+}
+
+impl SecondSinks<'_> {
+    fn write(&mut self, args: &Args, seconds: Vec<Second>) -> Result<(), LoadError> {
+        for second in &seconds {
+            if let Some(json) = &mut self.json {
+                json.write(second)
+                    .map_err(|source| timeseries_error(args, source))?;
+            }
+            if let Some(hdr) = &mut self.hdr {
+                hdr.write(second)
+                    .map_err(|source| hdr_log_error(args, source))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks that an endpoint accepts a WebSocket upgrade and serves the
