@@ -42,16 +42,24 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Small buffers: thousands of connections, small frames. tungstenite
 /// zero-fills the free part of its read buffer (up to `read_buffer_size`)
-/// before every read, which was the largest single user-space cost of the
-/// receive path with 16 KiB; 2 KiB holds a dozen deliveries, and a longer
-/// frame still gets a buffer of its own length (read 2 KiB at a time).
-fn ws_config() -> WebSocketConfig {
+/// before every read attempt, including the one that finds the socket empty:
+/// with 16 KiB that was the largest single user-space cost of the receive
+/// path, and still 8% of the instructions per delivery with 2 KiB. So the
+/// buffer is sized to the run's frames ([`read_buffer`]), and a longer frame
+/// still gets a buffer of its own length (read a buffer at a time).
+fn ws_config(body_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
+        .read_buffer_size(read_buffer(body_size))
         .write_buffer_size(0)
 }
 
-const READ_BUFFER: usize = 2 * 1024;
+/// Room for two deliveries of `body_size` plus their JSON (about 150 bytes
+/// with chat-server's names), a power of two from 512 B to 16 KiB.
+fn read_buffer(body_size: usize) -> usize {
+    (2 * (body_size + 256))
+        .next_power_of_two()
+        .clamp(512, 16 * 1024)
+}
 
 /// Frames handled in one go once the socket has data, before the client
 /// looks at its send timer again (sends must not wait behind a long burst).
@@ -248,6 +256,7 @@ impl Client {
         }
         self.timetable = Some(joined_at + shared.plan.phase(self.id));
 
+        // Polled last (see the select below), so a delivery does not pay for it.
         let cancelled = shared.cancel.cancelled();
         tokio::pin!(cancelled);
         let send_timer = sleep_until(timer_deadline(self.due(0)).into());
@@ -259,7 +268,7 @@ impl Client {
 
         loop {
             self.check_sending_over(send_deadline);
-            if self.complete() {
+            if self.complete() || shared.cancel.is_cancelled() {
                 break;
             }
             let can_send = self.slot.held
@@ -267,8 +276,9 @@ impl Client {
                 && (!shared.plan.closed_loop || self.pending.is_empty());
             let next = tokio::select! {
                 // Sends first: a flood of frames must not delay the timetable.
+                // Cancellation last: it is checked above on every turn, and
+                // its future is polled only when nothing else is ready.
                 biased;
-                () = &mut cancelled => break,
                 () = &mut send_timer, if can_send => {
                     let due = self.due(self.next_msg);
                     match self.send(&mut ws, due).await {
@@ -298,6 +308,7 @@ impl Client {
                     }
                     self.answer_ping(&mut ws).await.unwrap_or(next)
                 }
+                () = &mut cancelled => break,
             };
             if let Next::Lost { code, reconnect } = next {
                 self.shard.recorder.borrow_mut().close(&code);
@@ -420,8 +431,13 @@ impl Client {
             let url = protocol.request_url(&target.endpoint, &credential, room);
             let stream = self.tcp(target.addr).await.map_err(ConnectError::Io)?;
             let connector = shared.plan.tls.as_ref().map(Tls::connector);
-            let (mut ws, _) =
-                client_async_tls_with_config(url, stream, Some(ws_config()), connector).await?;
+            let (mut ws, _) = client_async_tls_with_config(
+                url,
+                stream,
+                Some(ws_config(shared.plan.body_size)),
+                connector,
+            )
+            .await?;
             protocol
                 .open(&mut ws, &self.room_name, self.id, since)
                 .await?;

@@ -43,6 +43,8 @@ pub struct Plan {
     pub batch_size: u32,
     pub batch_interval: Duration,
     pub rate: f64,
+    /// `1 / rate`, computed once: every client asks for it on every turn.
+    period: Duration,
     pub closed_loop: bool,
     pub body_size: usize,
     pub source_ips: Option<u8>,
@@ -82,6 +84,7 @@ impl Plan {
             },
             batch_interval: args.batch_interval,
             rate: args.rate,
+            period: Duration::from_secs_f64(1.0 / args.rate),
             closed_loop: args.closed_loop,
             body_size: args.body_size as usize,
             source_ips: args.source_ips,
@@ -145,7 +148,7 @@ impl Plan {
 
     /// Time between two sends of one client.
     pub fn period(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.rate)
+        self.period
     }
 
     /// Offset of a client's first send after its `joined`.
