@@ -643,7 +643,9 @@ impl Client {
                                 .get(stamp.client as usize)
                                 .map_or(usize::MAX, |t| t.load(Ordering::Relaxed) as usize);
                             rec.delivery_via(self.target, sender, latency);
-                            self.shard.window.borrow_mut().saturating_record(latency);
+                            if let Some(window) = &self.shard.window {
+                                window.borrow_mut().saturating_record(latency);
+                            }
                             if let Some(second) = &self.shard.second {
                                 second.borrow_mut().delivery.saturating_record(latency);
                             }

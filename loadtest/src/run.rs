@@ -108,7 +108,8 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         }
         false => (None, None),
     };
-    let shared = Arc::new(Shared::new(plan, threads, timeseries));
+    let progress = Progress::new(!args.no_progress);
+    let shared = Arc::new(Shared::new(plan, threads, timeseries, progress.shown()));
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
         let shared = shared.clone();
@@ -119,7 +120,6 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         handles.push(handle);
     }
 
-    let progress = Progress::new(!args.no_progress);
     let end = tokio::time::sleep_until(shared.at(shared.plan.end_deadline).into());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(end, ctrl_c);

@@ -34,8 +34,9 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     pub index: usize,
     pub recorder: RefCell<Recorder>,
-    /// Delivery latencies since the last publish.
-    pub window: RefCell<Histogram<u64>>,
+    /// Delivery latencies since the last publish, kept only for a shown
+    /// progress line (`Shared::live_latency`).
+    pub window: Option<RefCell<Histogram<u64>>>,
     /// Acked seqs per room, for the lost-acked check.
     pub ledgers: RefCell<Vec<RoomLedger>>,
     /// With `--timeseries`: the latencies of the current second.
@@ -72,7 +73,9 @@ pub fn run(shared: Arc<Shared>, index: usize, threads: usize) -> Result<ShardRes
     let shard = Rc::new(Shard {
         index,
         recorder: RefCell::new(Recorder::default()),
-        window: RefCell::new(latency_histogram()),
+        window: shared
+            .live_latency
+            .then(|| RefCell::new(latency_histogram())),
         ledgers: RefCell::new(vec![RoomLedger::default(); shared.plan.rooms as usize]),
         second: shared.timeseries.as_ref().map(|_| RefCell::default()),
         shared,
@@ -195,5 +198,6 @@ async fn publish(shard: Rc<Shard>) {
 
 fn publish_now(shard: &Shard) {
     let recorder = shard.recorder.borrow();
-    shard.shared.live[shard.index].publish(&recorder, &mut shard.window.borrow_mut());
+    let mut window = shard.window.as_ref().map(RefCell::borrow_mut);
+    shard.shared.live[shard.index].publish(&recorder, window.as_deref_mut());
 }

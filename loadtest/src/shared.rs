@@ -33,13 +33,21 @@ pub struct Shared {
     pub connected_to: Vec<AtomicU32>,
     /// With `--timeseries`: where the threads send their finished seconds.
     pub timeseries: Option<mpsc::Sender<Interval>>,
+    /// Whether the threads keep their current delivery latencies for the
+    /// progress line (`Live::window`); not when it is hidden.
+    pub live_latency: bool,
     /// Socket.IO: what each client has written, by client id (empty for
     /// the native protocol), for `stamp_audit`'s caught-up check.
     pub sent: Vec<SentMark>,
 }
 
 impl Shared {
-    pub fn new(plan: Plan, threads: usize, timeseries: Option<mpsc::Sender<Interval>>) -> Self {
+    pub fn new(
+        plan: Plan,
+        threads: usize,
+        timeseries: Option<mpsc::Sender<Interval>>,
+        live_latency: bool,
+    ) -> Self {
         let mut members = vec![Vec::new(); plan.rooms as usize];
         (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize].push(c));
         let sent = match plan.protocol {
@@ -50,6 +58,7 @@ impl Shared {
             origin: Instant::now(),
             cancel: CancellationToken::new(),
             rooms: members.into_iter().map(RoomState::new).collect(),
+            live_latency,
             sent,
             live: (0..threads).map(|_| Live::default()).collect(),
             timeseries,
@@ -133,11 +142,16 @@ impl Default for Live {
 }
 
 impl Live {
-    pub fn publish(&self, recorder: &Recorder, window: &mut Histogram<u64>) {
+    /// Publishes the counters and, when kept, the latencies since the last
+    /// publish (`window`, then emptied).
+    pub fn publish(&self, recorder: &Recorder, window: Option<&mut Histogram<u64>>) {
         let c = &recorder.counters;
         self.open.store(c.open, Ordering::Relaxed);
         self.sent.store(c.sent, Ordering::Relaxed);
         self.messages.store(c.messages, Ordering::Relaxed);
+        let Some(window) = window else {
+            return;
+        };
         if let Ok(mut shared) = self.window.lock() {
             std::mem::swap(&mut *shared, window);
         }

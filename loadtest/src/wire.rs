@@ -20,7 +20,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::stamp::Stamp;
+use crate::stamp::{Stamp, leading_number};
 
 /// A server frame, reduced to what the generator measures.
 #[derive(Debug, PartialEq)]
@@ -181,11 +181,11 @@ fn plain_string(text: &str) -> Option<(&str, &str)> {
 /// A JSON unsigned integer that fits a u64 (digits only: no sign, fraction or
 /// exponent, no leading zero) and what follows it.
 fn number(text: &str) -> Option<(u64, &str)> {
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 || (digits > 1 && text.starts_with('0')) {
+    let (value, rest) = leading_number(text.as_bytes())?;
+    let digits = text.len() - rest.len();
+    if digits > 1 && text.starts_with('0') {
         return None;
     }
-    let value = text[..digits].parse().ok()?;
     let rest = &text[digits..];
     // `1.5` or `1e3` is a JSON number, but not an integer: leave it to serde.
     (!rest.starts_with(['.', 'e', 'E'])).then_some((value, rest))
