@@ -141,7 +141,9 @@ pub struct Args {
     /// Defaults: missing, duplicated, out_of_order, unacked, unsent,
     /// connect_errors, duplicate_acks, seq_conflicts, stamp_conflicts all ==0
     /// (a rule on the same metric replaces its default); lost_acked==0 always
-    /// applies. A latency rule on a histogram with no samples fails.
+    /// applies. With --protocol socketio the ack and seq rules are left out
+    /// and delivered>0 is added. A latency rule on a histogram with no
+    /// samples fails.
     #[arg(long = "threshold", value_name = "RULE", value_parser = Threshold::parse)]
     pub thresholds: Vec<Threshold>,
 

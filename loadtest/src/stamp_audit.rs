@@ -33,8 +33,8 @@ use crate::audit::{AuditReport, Holes, LostSend, LowerBounds, Receipt, RoomLedge
 use crate::stamp::Stamp;
 
 /// The most (member, sender) pairs one run may audit by stamp: about
-/// 50 bytes each, so about 200 MB (one room of 2,800 members, or 200,000
-/// clients in rooms of 20).
+/// 50 bytes each, so about 200 MB (one room of 2,000 members, 40,000
+/// clients in rooms of 100, or 200,000 in rooms of 20).
 pub const MAX_SENDER_PAIRS: u64 = 4_000_000;
 
 /// One sender's messages as one member received them.
