@@ -368,7 +368,7 @@ run_target() { # TARGET
     log "$target @ $offered deliveries/s: --rate $rate --messages $messages"
     load "$target" "$target-$offered" "$offered" --clients "$clients" --rooms "$rooms" \
       --batch-size "$clients" --batch-interval 0s --rate "$rate" --messages "$messages" \
-      --drain-timeout 5s
+      --drain-timeout 5s --connect-timeout 30s
   done
   stop_pid "$server_pid"
   check_budget
