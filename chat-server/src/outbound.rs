@@ -12,15 +12,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-pub const CLOSE_INVALID_DATA: u16 = 1007;
-pub const CLOSE_POLICY: u16 = 1008;
-pub const CLOSE_TOO_BIG: u16 = 1009;
-pub const CLOSE_TRY_AGAIN: u16 = 1013;
-pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
-/// Rebalancing (`--rebalance`) asks the client to reconnect elsewhere.
-pub const CLOSE_REBALANCE: u16 = 4001;
+use crate::protocol::CLOSE_SLOW_CONSUMER;
 
 /// Why a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::outbound::{CLOSE_REBALANCE, Outbound};
+use crate::outbound::Outbound;
+use crate::protocol::CLOSE_REBALANCE;
 use crate::redis_commands::Commands;
 
 /// The hash holding every instance's connection count.

@@ -16,10 +16,9 @@ use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
 
 use crate::app::App;
-use crate::outbound::{
-    CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_REBALANCE, CLOSE_TOO_BIG, Outbound,
-};
+use crate::outbound::Outbound;
 use crate::protocol::{
+    CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_NORMAL, CLOSE_REBALANCE, CLOSE_TOO_BIG,
     ChatMessage, ClientFrame, ErrorCode, MessageParts, NAME_RULE, PresenceEvent, ServerFrame,
     valid_name,
 };
@@ -121,7 +120,7 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     }
     // Commits already queued still complete; acks can no longer be delivered.
     s.leave_all().await;
-    out.close(1000, "");
+    out.close(CLOSE_NORMAL, "");
     // Finish the closing handshake: while the writer sends our close frame, keep
     // reading (and discarding) until the client answers it. Closing a socket with
     // unread input makes the kernel send a reset, which destroys the close frame
@@ -191,7 +190,7 @@ async fn write_loop(
             }
         }
     }
-    if let Some(close) = out.close_reason().filter(|c| c.code != 1000) {
+    if let Some(close) = out.close_reason().filter(|c| c.code != CLOSE_NORMAL) {
         if close.code == CLOSE_REBALANCE {
             // What the session queued before it moved the client (its last acks)
             // goes out before the close frame.

@@ -36,7 +36,7 @@ use crate::shard::Shard;
 use crate::socketio::HandshakeError;
 use crate::stamp::Stamp;
 use crate::tls::Tls;
-use crate::wire::Inbound;
+use crate::wire::{self, Inbound};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -582,8 +582,10 @@ impl Client {
                 self.shard.recorder.borrow_mut().counters.bad_frames += 1
             }
             Some(Ok(Message::Close(frame))) => {
+                let reconnect = frame
+                    .as_ref()
+                    .is_some_and(|f| wire::reconnects_after(u16::from(f.code)));
                 let code = close_code(frame.as_ref());
-                let reconnect = matches!(code.as_str(), "1001" | "4000" | "4001");
                 return Next::Lost { code, reconnect };
             }
             Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself

@@ -17,6 +17,21 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// Close codes after which a client reconnects and rejoins with `since`
+/// (docs/protocol.md, "Close codes"): the server is going away, closed a slow
+/// consumer, or asks the client to move to another instance.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+pub const CLOSE_REBALANCE: u16 = 4001;
+
+/// Whether a close with `code` asks the client to come back.
+pub fn reconnects_after(code: u16) -> bool {
+    matches!(
+        code,
+        CLOSE_GOING_AWAY | CLOSE_SLOW_CONSUMER | CLOSE_REBALANCE
+    )
+}
+
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
