@@ -4,21 +4,43 @@
 //! calls [`run`] with a bound listener and a shutdown future. Tests and the load
 //! tool start servers in-process the same way. The wire contract is
 //! docs/protocol.md.
+//!
+//! How the modules fit together, from the socket inward:
+//!
+//! - [`config`]: every flag and environment variable, and their validation.
+//! - `http`: the axum router: the WebSocket upgrade, the JSON API, probes, metrics
+//!   and the web page; `auth` resolves a connection's user (JWT or guest name).
+//! - `session`: one connection, split into a reader that handles client frames
+//!   and a writer that drains its bounded `outbound` queue; `rate` is its
+//!   token bucket.
+//! - `hub`: this instance's rooms, one actor per room that orders and fans out
+//!   its events, and fills gaps from the history store.
+//! - The three backend seams, each a trait with a memory (or SQLite) and a
+//!   Redis (or PostgreSQL) implementation side by side: `broker` (seqs and
+//!   fan-out between instances), `presence` (who is in a room) and [`store`]
+//!   (durable history, with the group-committing `batcher` and the shutdown
+//!   `spill`). `redis_commands` is the one Redis connection the first two share.
+//! - `rebalance`: the opt-in moving of connections after a scale-up.
+//! - `app`: the state every handler shares; [`metrics`]: the Prometheus registry.
+//!
+//! Public are [`Config`] and [`run`], the wire format ([`protocol`]) that chat-load's
+//! contract test checks, and what the store's black-box tests drive directly
+//! ([`store`], [`metrics`]).
 
-pub mod app;
-pub mod auth;
-pub mod broker;
+mod app;
+mod auth;
+mod broker;
 pub mod config;
-pub mod http;
-pub mod hub;
+mod http;
+mod hub;
 pub mod metrics;
-pub mod outbound;
-pub mod presence;
+mod outbound;
+mod presence;
 pub mod protocol;
-pub mod rate;
-pub mod rebalance;
-pub mod redis_commands;
-pub mod session;
+mod rate;
+mod rebalance;
+mod redis_commands;
+mod session;
 pub mod store;
 
 use std::future::Future;
