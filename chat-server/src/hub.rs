@@ -62,12 +62,17 @@ pub enum HubError {
     Stopped,
 }
 
+/// What a room actor's mailbox carries; the actor handles them one at a time, in
+/// order, which is what orders a room's frames.
 enum Command {
+    /// Registers a member in buffering mode and replies with the room's last seq
+    /// (subscribing first if this is the room's first member).
     Join {
         conn: u64,
         out: Outbound,
         reply: oneshot::Sender<Result<u64, HubError>>,
     },
+    /// The member's replay reached `delivered`: release its buffered frames after it.
     Live {
         conn: u64,
         delivered: u64,
@@ -75,8 +80,11 @@ enum Command {
     Leave {
         conn: u64,
     },
+    /// A message or presence event from the broker.
     Event(RoomEvent),
+    /// The broker reconnected: compare the last seq with the broker's counter.
     Resync,
+    /// The last member left: unsubscribe and end the actor.
     Stop,
 }
 

@@ -32,23 +32,48 @@ const WRITE_BATCH: usize = 256;
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
 
+/// A `send` that was published and whose commit has resolved: what its `ack` (or
+/// `error`) frame needs.
 struct PendingAck {
+    /// The client's `ref`, echoed back (at most `MAX_REF_LEN` bytes).
     reference: Option<String>,
     room: String,
+    /// The seq the broker assigned: the message was delivered under it.
     seq: u64,
+    /// `Ok` once durable: then, and only then, the client gets an `ack`.
     outcome: Result<(), CommitError>,
+}
+
+/// The steps of a join taken so far, for [`Session::abandon_join`] to undo.
+struct JoinUndo {
+    /// Registered with the room's actor.
+    in_hub: bool,
+    /// Has (or may have) a presence entry.
+    in_presence: bool,
+    /// Its `presence` join was announced to the room.
+    announced: bool,
 }
 
 /// A commit being awaited (Sync too, because the session is borrowed across awaits).
 type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PendingAck> + Send + Sync>>;
 
+/// The reader's state of one connection. It talks to the hub for rooms and
+/// ordering, and to presence, the broker (through the hub's publish) and the
+/// batcher directly: each is one await on the request path, and routing them
+/// through the hub would add a hop to every join and send without adding order.
 struct Session {
     app: Arc<App>,
+    /// This instance's id for the connection (presence entries, publish ids).
     conn: u64,
+    /// The authenticated (or guest) user name.
     user: String,
+    /// The connection's bounded outbound queue; the writer task drains it.
     out: Outbound,
+    /// Rooms joined on this connection (bounded by `--max-rooms-per-connection`).
     rooms: HashSet<String>,
+    /// The per-connection rate limit on client frames.
     bucket: TokenBucket,
+    /// Commits being awaited, polled alongside the socket so sends pipeline.
     acks: FuturesUnordered<AckFuture>,
     /// Publishes so far: names each publish for the broker's idempotent retry.
     published: u64,
@@ -313,15 +338,17 @@ impl Session {
             hub.leave(&room, self.conn);
             self.rooms.remove(&room);
         }
+        // A rejoining member is still present (and was announced).
+        let mut undo = JoinUndo {
+            in_hub: false,
+            in_presence: rejoin,
+            announced: rejoin,
+        };
         let last_seq = match hub.join(&room, self.conn, self.out.clone()).await {
             Ok(seq) => seq,
-            Err(e) => {
-                if rejoin {
-                    self.drop_presence(&room).await;
-                }
-                return self.refuse_join(&room, &e.to_string());
-            }
+            Err(e) => return self.abandon_join(&room, undo, &e.to_string()).await,
         };
+        undo.in_hub = true;
         let presence = &self.app.presence;
         let members = async {
             if !rejoin {
@@ -329,13 +356,11 @@ impl Session {
             }
             presence.members(&room).await
         };
+        // Removing an entry that was never added is harmless.
+        undo.in_presence = true;
         let members = match members.await {
             Ok(m) => m,
-            Err(e) => {
-                hub.leave(&room, self.conn);
-                let _ = presence.remove(&room, self.conn).await;
-                return self.refuse_join(&room, &e.to_string());
-            }
+            Err(e) => return self.abandon_join(&room, undo, &e.to_string()).await,
         };
         self.rooms.insert(room.clone());
         self.push(ServerFrame::Joined {
@@ -346,6 +371,7 @@ impl Session {
         });
         if !rejoin {
             self.announce(&room, PresenceEvent::Join).await;
+            undo.announced = true;
         }
         let delivered = match since {
             Some(since) if since < last_seq => {
@@ -353,17 +379,28 @@ impl Session {
                     Ok(seq) => seq,
                     Err(e) => {
                         let reason = format!("cannot replay after seq {since}: {e}");
-                        self.refuse_join(&room, &reason);
-                        self.rooms.remove(&room);
-                        hub.leave(&room, self.conn);
-                        self.drop_presence(&room).await;
-                        return;
+                        return self.abandon_join(&room, undo, &reason).await;
                     }
                 }
             }
             _ => last_seq,
         };
-        hub.live(&room, self.conn, delivered);
+        self.app.hub.live(&room, self.conn, delivered);
+    }
+
+    /// A join that failed part-way: refuses it and undoes the steps it took.
+    async fn abandon_join(&mut self, room: &str, undo: JoinUndo, reason: &str) {
+        self.refuse_join(room, reason);
+        self.rooms.remove(room);
+        if undo.in_hub {
+            self.app.hub.leave(room, self.conn);
+        }
+        if undo.in_presence {
+            self.remove_presence(room).await;
+        }
+        if undo.announced {
+            self.announce(room, PresenceEvent::Leave).await;
+        }
     }
 
     /// A join that could not be served: one WARN line, and `unavailable`.
@@ -394,10 +431,14 @@ impl Session {
     }
 
     async fn drop_presence(&self, room: &str) {
+        self.remove_presence(room).await;
+        self.announce(room, PresenceEvent::Leave).await;
+    }
+
+    async fn remove_presence(&self, room: &str) {
         if let Err(e) = self.app.presence.remove(room, self.conn).await {
             tracing::warn!(room, error = %e, "presence entry not removed (it expires)");
         }
-        self.announce(room, PresenceEvent::Leave).await;
     }
 
     async fn leave(&mut self, room: String) {
