@@ -45,15 +45,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::children::chat_server::{ExternalInputs, external_refs};
+use crate::children::secrets::Credentials;
+use crate::children::secrets::POSTGRES_PASSWORD_KEY;
 use crate::children::{self, Child};
 use crate::error::{Error, Result};
 use crate::meta::{
     CONFIG_HASH_ANNOTATION, Component, FINALIZER, MANAGED_BY_SELECTOR, MANAGER, Names,
 };
 use crate::metrics::Metrics;
-use crate::secrets::Credentials;
-use crate::secrets::POSTGRES_PASSWORD_KEY;
-use crate::server::{ExternalInputs, external_refs};
 use crate::status::{self, Observed};
 
 /// Timing knobs; tests shorten them.

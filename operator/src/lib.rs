@@ -1,29 +1,24 @@
 //! The chatback operator: turns a `ChatCluster` into a running chat stack.
 //!
-//! The binary (`main.rs`) is a thin CLI over this library. Builders (one module
-//! per kind of child) are pure functions of the ChatCluster, which makes them
-//! unit-testable and shared by `operator render` and the controller.
+//! The binary (`main.rs`) is a thin CLI over this library. The child builders
+//! live in [`children`] (one module per kind of child); they are pure functions
+//! of the ChatCluster, which makes them unit-testable and shared by
+//! `operator render` and the controller. The rest: [`controller`] (reconcile,
+//! error policy), [`status`], [`meta`] (names, labels, owner references),
+//! [`rbac`] (what the operator may do), [`leader`] election, [`render`], and the
+//! operator's own [`http`] server and [`metrics`].
 
 pub mod app_role;
-pub mod autoscaler;
-pub mod backend;
 pub mod backoff;
 pub mod children;
 pub mod controller;
-pub mod disruption_budget;
 pub mod error;
 pub mod http;
 pub mod leader;
 pub mod meta;
 pub mod metrics;
-pub mod network_policy;
-pub mod pod;
-pub mod postgres;
 pub mod rbac;
-pub mod redis;
 pub mod render;
-pub mod secrets;
-pub mod server;
 pub mod status;
 
 pub use error::{Error, Result};

@@ -19,10 +19,10 @@ use crds::ChatCluster;
 use kube::ResourceExt;
 use serde::Deserialize;
 
+use crate::children::chat_server::ExternalInputs;
 use crate::children::desired;
+use crate::children::secrets::Credentials;
 use crate::error::{Error, Result};
-use crate::secrets::Credentials;
-use crate::server::ExternalInputs;
 
 /// Parses every ChatCluster document in `input` (other kinds are an error, so a
 /// wrong file is noticed) and renders their children; the Secret only when

@@ -13,8 +13,8 @@ use crds::{BackendMode, ChatCluster, ChatClusterStatus, ConditionType, Phase};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::children::chat_server;
 use crate::meta::{Component, Names};
-use crate::server;
 
 /// What the API server reported about the workloads, read after this reconcile's applies.
 #[derive(Clone, Debug, Default)]
@@ -69,7 +69,7 @@ pub fn compute(
         Verdict {
             ready: true,
             reason: "AllComponentsReady",
-            message: format!("serving at {}", server::endpoint(cc)),
+            message: format!("serving at {}", chat_server::endpoint(cc)),
         }
     } else {
         let waiting: Vec<&str> = [
@@ -122,7 +122,7 @@ pub fn compute(
         replicas,
         ready_replicas,
         selector: Some(names.selector_string(Component::Server)),
-        endpoint: Some(server::endpoint(cc)),
+        endpoint: Some(chat_server::endpoint(cc)),
     }
 }
 
@@ -195,7 +195,7 @@ pub fn pending(
         conditions,
         observed_generation: generation,
         selector: Some(Names::of(cc).selector_string(Component::Server)),
-        endpoint: Some(server::endpoint(cc)),
+        endpoint: Some(chat_server::endpoint(cc)),
         ..previous_status
     }
 }
@@ -267,7 +267,7 @@ fn server_verdict(cc: &ChatCluster, deployment: Option<&Deployment>) -> Verdict 
         .spec
         .as_ref()
         .and_then(|s| s.replicas)
-        .unwrap_or_else(|| server::desired_replicas(cc));
+        .unwrap_or_else(|| chat_server::desired_replicas(cc));
     if wanted == 0 {
         return Verdict::not_ready("ScaledToZero", "spec.server.replicas is 0".into());
     }

@@ -26,10 +26,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use crate::backend::{DATA_VOLUME, claim_template, headless_service};
+use crate::children::backend::{DATA_VOLUME, claim_template, headless_service};
+use crate::children::pod::{
+    container_security_context, pod_security_context, resources_or, secret_env,
+};
+use crate::children::secrets::REDIS_PASSWORD_KEY;
 use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
-use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
-use crate::secrets::REDIS_PASSWORD_KEY;
 
 pub const REDIS_PORT: i32 = 6379;
 /// The uid of the `redis` user in the official images.
@@ -43,7 +45,7 @@ pub fn service(cc: &ChatCluster) -> Service {
 /// The Redis StatefulSet; `password_digest` is [`Credentials::digest_of`] the
 /// Redis password (a pod-template annotation).
 ///
-/// [`Credentials::digest_of`]: crate::secrets::Credentials::digest_of
+/// [`Credentials::digest_of`]: crate::children::secrets::Credentials::digest_of
 pub fn stateful_set(cc: &ChatCluster, password_digest: &str) -> StatefulSet {
     let names = Names::of(cc);
     let spec = &cc.spec.redis;
@@ -161,7 +163,7 @@ pub fn stateful_set(cc: &ChatCluster, password_digest: &str) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::secret_source;
+    use crate::children::pod::secret_source;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn cluster() -> ChatCluster {

@@ -27,8 +27,8 @@ use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 
 use crate::app_role::APP_USER;
+use crate::children::redis::REDIS_PORT;
 use crate::meta::{Component, Names, child_meta};
-use crate::redis::REDIS_PORT;
 
 /// Secret key of the managed PostgreSQL password.
 pub const POSTGRES_PASSWORD_KEY: &str = "postgres-password";

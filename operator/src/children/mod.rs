@@ -4,6 +4,23 @@
 //! [`desired`], so what a user reviews is exactly what the operator applies.
 //! Children are held type-erased ([`Child`]: an [`ApiResource`] plus JSON) so that
 //! one server-side-apply loop handles every kind under one field manager.
+//!
+//! One module per kind of child, each a pure function of the ChatCluster:
+//! `secrets` (generated credentials), `redis` and `postgres` (the in-cluster
+//! backends), `backend` (what they share), `chat_server` (the server's ConfigMap,
+//! Deployment and Service; not the operator's own HTTP server, which is
+//! `crate::http`), `autoscaler`, `disruption_budget`, `network_policy`, and `pod`
+//! (the security context and env helpers every pod template uses).
+
+pub mod autoscaler;
+pub mod backend;
+pub mod chat_server;
+pub mod disruption_budget;
+pub mod network_policy;
+pub mod pod;
+pub mod postgres;
+pub mod redis;
+pub mod secrets;
 
 use crds::{BackendMode, ChatCluster};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -15,10 +32,9 @@ use kube::Resource;
 use kube::core::ApiResource;
 use serde::Serialize;
 
+use self::chat_server::ExternalInputs;
+use self::secrets::{Credentials, POSTGRES_APP_PASSWORD_KEY, REDIS_PASSWORD_KEY};
 use crate::meta::Names;
-use crate::secrets::{Credentials, POSTGRES_APP_PASSWORD_KEY, REDIS_PASSWORD_KEY};
-use crate::server::ExternalInputs;
-use crate::{autoscaler, disruption_budget, network_policy, postgres, redis, server};
 
 /// One child object, ready for server-side apply.
 #[derive(Clone, Debug)]
@@ -85,11 +101,11 @@ pub fn desired(cc: &ChatCluster, creds: &Credentials, external: &ExternalInputs)
         let digest = creds.digest_of(POSTGRES_APP_PASSWORD_KEY);
         children.push(Child::of(&postgres::stateful_set(cc, &digest)));
     }
-    let config = server::config_map(cc);
-    let hash = server::config_hash(&config, creds, cc, external);
+    let config = chat_server::config_map(cc);
+    let hash = chat_server::config_hash(&config, creds, cc, external);
     children.push(Child::of(&config));
-    children.push(Child::of(&server::deployment(cc, &hash)));
-    children.push(Child::of(&server::service(cc)));
+    children.push(Child::of(&chat_server::deployment(cc, &hash)));
+    children.push(Child::of(&chat_server::service(cc)));
     if let Some(hpa) = autoscaler::horizontal_pod_autoscaler(cc) {
         children.push(Child::of(&hpa));
     }

@@ -21,9 +21,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
+use crate::children::pod::{
+    container_security_context, pod_security_context, resources_or, secret_env,
+};
+use crate::children::secrets::{Credentials, DATABASE_URL_KEY, JWT_SECRET_KEY, REDIS_URL_KEY};
 use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
-use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
-use crate::secrets::{Credentials, DATABASE_URL_KEY, JWT_SECRET_KEY, REDIS_URL_KEY};
 
 /// The uid the chat-server image runs as (any non-root uid works: it writes nothing).
 const SERVER_UID: i64 = 10001;
@@ -330,7 +332,7 @@ pub fn endpoint(cc: &ChatCluster) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::secret_source;
+    use crate::children::pod::secret_source;
 
     fn cluster() -> ChatCluster {
         crate::meta::test_cluster()

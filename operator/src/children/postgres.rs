@@ -20,12 +20,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::app_role::{APP_USER, SCRIPT};
-use crate::backend::{DATA_VOLUME, claim_template, headless_service};
-use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
-use crate::pod::{container_security_context, pod_security_context, resources_or, secret_env};
-use crate::secrets::{
+use crate::children::backend::{DATA_VOLUME, claim_template, headless_service};
+use crate::children::pod::{
+    container_security_context, pod_security_context, resources_or, secret_env,
+};
+use crate::children::secrets::{
     POSTGRES_APP_PASSWORD_KEY, POSTGRES_DB, POSTGRES_PASSWORD_KEY, POSTGRES_PORT, POSTGRES_USER,
 };
+use crate::meta::{CONFIG_HASH_ANNOTATION, Component, Names, child_meta};
 
 /// The uid of the `postgres` user in the official alpine images.
 const POSTGRES_UID: i64 = 70;
@@ -169,7 +171,7 @@ pub fn stateful_set(cc: &ChatCluster, app_password_digest: &str) -> StatefulSet 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::secret_source;
+    use crate::children::pod::secret_source;
 
     fn cluster() -> ChatCluster {
         crate::meta::test_cluster()

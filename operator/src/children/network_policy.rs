@@ -13,9 +13,9 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::children::redis::REDIS_PORT;
+use crate::children::secrets::POSTGRES_PORT;
 use crate::meta::{Component, Names, child_meta};
-use crate::redis::REDIS_PORT;
-use crate::secrets::POSTGRES_PORT;
 
 /// The policy, or `None` when disabled or when no backend is managed.
 pub fn network_policy(cc: &ChatCluster) -> Option<NetworkPolicy> {
