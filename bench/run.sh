@@ -350,10 +350,11 @@ measure_idle() { # TARGET
   }
   n=$(((idle_conns + 999) / 1000))
   # --rate 0.001: a period of 1000 s, so only the first client of each batch
-  # sends (once); everyone else stays connected and idle until --duration.
+  # sends (once); everyone else stays connected and idle until --duration,
+  # which leaves a busy machine 40 s beyond the batches to finish connecting.
   load "$target" "$target-idle" 0 --clients "$idle_conns" --rooms $((idle_conns / room_size > 0 ? idle_conns / room_size : 1)) \
     --batch-size 1000 --batch-interval 1s --messages 1 --rate 0.001 \
-    --duration "$((n + idle_hold + 8))s" --drain-timeout 2s --source-ips 4 \
+    --duration "$((n + idle_hold + 40))s" --drain-timeout 2s --source-ips 4 \
     --connect-timeout 30s --threshold 'unsent>=0'
   on_load_started="" idle_meta=""
   stop_pid "$server_pid"
