@@ -5,12 +5,14 @@
 //! The binary is a thin wrapper over [`run::run`]; the modules are:
 //! * [`cli`], [`endpoint`], [`auth`], [`threshold`]: what the user asked for;
 //! * [`plan`]: placement and timetable of every client, decided up front;
-//! * [`run`], [`shard`], [`client`], [`shared`]: the load itself;
+//! * [`run`], [`shard`], [`client`], [`shared`], [`barrier`]: the load itself;
 //! * [`wire`], [`stamp`]: the protocol frames and the correlation stamps;
-//! * [`recorder`], [`audit`], [`report`], [`progress`], [`sysres`]: what was measured.
+//! * [`recorder`], [`audit`], [`report`], [`progress`], [`sysres`]: what was measured;
+//! * [`merge`]: the summaries of `--shard` generators merged into one.
 
 pub mod audit;
 pub mod auth;
+pub mod barrier;
 pub mod churn;
 pub mod cli;
 pub mod client;
@@ -18,6 +20,7 @@ pub mod endpoint;
 pub mod error;
 pub mod history;
 pub mod lag_probe;
+pub mod merge;
 pub mod pacing;
 pub mod plan;
 pub mod progress;

@@ -1,5 +1,6 @@
 //! One run, start to finish: check the arguments and the targets, raise the
-//! descriptor limit, start the generator threads, show progress, stop at the
+//! descriptor limit, wait at the start barrier (`--start-at-file`), start the
+//! generator threads, show progress, stop at the
 //! deadline or on Ctrl-C, then merge, audit and summarize.
 //!
 //! Every run is bounded in time: the plan's end deadline (last batch +
@@ -16,6 +17,7 @@ use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
 use crate::audit::{self, RoomLedger};
 use crate::auth;
+use crate::barrier;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
@@ -64,6 +66,10 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     }
     for target in &plan.targets {
         probe(&plan, target, args.connect_timeout).await?;
+    }
+    if let Some(path) = &args.start_at_file {
+        tracing::info!(path = %path.display(), "waiting for the start time");
+        barrier::wait(path, args.start_timeout).await?;
     }
     let rules = threshold::with_defaults(&args.thresholds, args.verify_history);
     let threads = usize::from(args.threads);

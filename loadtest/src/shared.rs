@@ -35,6 +35,9 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(plan: Plan, threads: usize, timeseries: Option<mpsc::Sender<Interval>>) -> Self {
+        // Every member of the plan counts, also those of other shards: with
+        // `--shard` a room is never "all sent" here (the other generators'
+        // senders are out of sight), so clients stay until the end deadline.
         let mut members = vec![0u32; plan.rooms as usize];
         (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize] += 1);
         Self {
