@@ -14,6 +14,7 @@ pub mod disruption_budget;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod load_test;
 pub mod meta;
 pub mod metrics;
 pub mod network_policy;
