@@ -465,7 +465,11 @@ impl Generators {
         } else {
             serde_json::to_value(&lt.spec.resources).unwrap_or_default()
         };
-        let owner = lt.controller_owner_ref(&()).map(|o| vec![o]);
+        // Without blockOwnerDeletion, which would need chatloadtests/finalizers.
+        let owner = lt.controller_owner_ref(&()).map(|mut o| {
+            o.block_owner_deletion = None;
+            vec![o]
+        });
         json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
