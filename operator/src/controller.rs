@@ -233,6 +233,20 @@ where
 /// Runs the controller (one per watched namespace, or one for the cluster)
 /// until `shutdown` is cancelled, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
+    per_scope(ctx, scope, shutdown, run_in).await;
+    info!("controller stopped");
+}
+
+/// Runs `run_in` once for the cluster, or once per watched namespace.
+pub(crate) async fn per_scope<F, Fut>(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: CancellationToken,
+    run_in: F,
+) where
+    F: Fn(Arc<Context>, Option<String>, CancellationToken) -> Fut,
+    Fut: Future<Output = ()>,
+{
     match scope {
         Scope::Cluster => run_in(ctx, None, shutdown).await,
         Scope::Namespaces(namespaces) => {
@@ -244,7 +258,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
             .await;
         }
     }
-    info!("controller stopped");
 }
 
 /// One controller over `namespace` (or all). Every child kind is owned and

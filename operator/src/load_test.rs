@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::controller::{Context, Scope, scoped};
+use crate::controller::{Context, Scope, per_scope, scoped};
 use crate::error::{Error, Result};
 use crate::meta::{MANAGER, Names, PART_OF};
 use crate::secrets::JWT_SECRET_KEY;
@@ -64,17 +64,7 @@ const LOG_TAIL: i64 = 50;
 
 /// Runs the ChatLoadTest controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
-    match scope {
-        Scope::Cluster => run_in(ctx, None, shutdown).await,
-        Scope::Namespaces(namespaces) => {
-            futures::future::join_all(
-                namespaces
-                    .into_iter()
-                    .map(|ns| run_in(ctx.clone(), Some(ns), shutdown.clone())),
-            )
-            .await;
-        }
-    }
+    per_scope(ctx, scope, shutdown, run_in).await;
 }
 
 async fn run_in(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
