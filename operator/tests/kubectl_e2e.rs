@@ -420,7 +420,7 @@ spec:
   startDelaySeconds: 1
   scenario:
     clients: 4
-    rooms: 2
+    rooms: 1
     messages: 2
     rate: 5
     batchSize: 4
