@@ -430,6 +430,23 @@ spec:
     - delivery.count>1000000
 ";
 
+/// A ChatLoadTest whose pod cannot run: nothing listens at its URL, so
+/// chat-load exits 1 before the barrier and the Job fails.
+const UNREACHABLE_LOAD_TEST: &str = "apiVersion: chatback.dev/v1alpha1
+kind: ChatLoadTest
+metadata:
+  name: nowhere
+  namespace: chat-app
+spec:
+  target:
+    urls: [\"ws://127.0.0.1:1/ws\"]
+  image: chat-load:0.1.0
+  scenario:
+    clients: 2
+    rooms: 1
+    connectTimeout: 2s
+";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chatloadtest_runs_its_generator_pods_to_a_merged_result() {
     use clap::Parser;
@@ -502,11 +519,16 @@ async fn a_chatloadtest_runs_its_generator_pods_to_a_merged_result() {
         applied.contains("chatloadtest.chatback.dev/demo-smoke created"),
         "{applied}"
     );
-    let strict = dir.join("too-strict.yaml");
-    std::fs::write(&strict, FAILING_LOAD_TEST).expect("write the failing test");
-    kubectl
-        .ok(&["apply", "-f", strict.to_str().expect("a UTF-8 path")])
-        .await;
+    for (file, text) in [
+        ("too-strict.yaml", FAILING_LOAD_TEST),
+        ("nowhere.yaml", UNREACHABLE_LOAD_TEST),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, text).expect("write a load test");
+        kubectl
+            .ok(&["apply", "-f", path.to_str().expect("a UTF-8 path")])
+            .await;
+    }
 
     let phase = |name: &str| {
         vec![
@@ -605,6 +627,24 @@ async fn a_chatloadtest_runs_its_generator_pods_to_a_merged_result() {
         "{passed}"
     );
     assert_eq!(status["result"]["messages"]["acked"], 8);
+    // A pod that fails fails the Job, and the test, with the pod's last words.
+    let args = phase("nowhere");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl.wait_for(&args, "Failed").await;
+    let status = fake
+        .object("chatback.dev", "chatloadtests", "chat-app", "nowhere")
+        .expect("the unreachable ChatLoadTest")["status"]
+        .clone();
+    let complete = condition(&status, "Complete");
+    assert_eq!(complete["reason"], "JobFailed", "{status:#}");
+    assert!(
+        complete["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("BackoffLimitExceeded")
+                && m.contains("cannot reach ws://127.0.0.1:1/ws")),
+        "{complete}"
+    );
+    assert!(status["result"].is_null());
     let listed = kubectl.ok(&["get", "clt"]).await;
     assert!(
         listed.contains("demo-smoke") && listed.contains("Succeeded"),
