@@ -148,7 +148,8 @@ def collect(run_dir):
             "deliveries": total,
             "deliveries_per_sec": summary["deliveries"]["per_sec"],
             "delivery": lat["delivery"],
-            "ack": lat["ack"],
+            # No acks (Socket.IO): no ack latencies, shown as "–".
+            "ack": lat["ack"] if lat["ack"]["count"] else {k: None for k in lat["ack"]},
             "connect": lat["connect"],
             "send_lag": lat["send_lag"],
             "missing": summary["audit"]["missing"],

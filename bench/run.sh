@@ -21,7 +21,7 @@
 #   BENCH_LADDER      offered deliveries/s   "10000 40000 100000 200000" (quick: "10000 40000")
 #   BENCH_DURATION    seconds of sending per step              30 (quick: 10)
 #   BENCH_IDLE_CONNS  connections for idle memory              15000 (quick: 3000)
-#   BENCH_IDLE_HOLD   seconds the idle connections are held    10 (quick: 3)
+#   BENCH_IDLE_HOLD   seconds between the post-burst and the idle RSS sample  15 (quick: 3)
 #   BENCH_CLIENTS / BENCH_ROOMS   the scenario                 1000 / 10
 #   BENCH_TARGETS     which targets, in order                  "embedded pg floor socketio"
 #   BENCH_SERVER_CPU / BENCH_LOAD_CPU                          0 / 1
@@ -43,7 +43,7 @@ else
   ladder=${BENCH_LADDER:-10000 40000 100000 200000}
   duration=${BENCH_DURATION:-30}
   idle_conns=${BENCH_IDLE_CONNS:-15000}
-  idle_hold=${BENCH_IDLE_HOLD:-10}
+  idle_hold=${BENCH_IDLE_HOLD:-15}
 fi
 clients=${BENCH_CLIENTS:-1000}
 rooms=${BENCH_ROOMS:-10}
@@ -336,19 +336,24 @@ measure_idle() { # TARGET
       kill -0 "$1" 2>/dev/null || break
       sleep 0.5
     done
+    # Right after the burst, and again once the allocator has returned the
+    # burst's pages (jemalloc decays dirty pages over ~10 s): the second is
+    # the idle figure.
     sleep 2
+    local rss burst
+    burst=$(rss_kib "$server_pid")
+    sleep "$idle_hold"
     conns=$(ss -Htn state established "( sport = :$server_port )" | wc -l)
-    local rss
     rss=$(rss_kib "$server_pid")
-    idle_meta="{\"connections\":$conns,\"rss_before_kib\":$base_rss,\"rss_kib\":$rss}"
-    log "$target idle: $conns connections, RSS $base_rss -> $rss KiB"
+    idle_meta="{\"connections\":$conns,\"rss_before_kib\":$base_rss,\"rss_burst_kib\":$burst,\"rss_kib\":$rss}"
+    log "$target idle: $conns connections, RSS $base_rss -> $burst KiB after the burst, $rss KiB ${idle_hold}s later"
   }
   n=$(((idle_conns + 999) / 1000))
   # --rate 0.001: a period of 1000 s, so only the first client of each batch
   # sends (once); everyone else stays connected and idle until --duration.
   load "$target" "$target-idle" 0 --clients "$idle_conns" --rooms $((idle_conns / room_size > 0 ? idle_conns / room_size : 1)) \
     --batch-size 1000 --batch-interval 1s --messages 1 --rate 0.001 \
-    --duration "$((n + idle_hold + 5))s" --drain-timeout 2s --source-ips 4 \
+    --duration "$((n + idle_hold + 8))s" --drain-timeout 2s --source-ips 4 \
     --connect-timeout 30s --threshold 'unsent>=0'
   on_load_started="" idle_meta=""
   stop_pid "$server_pid"
@@ -368,7 +373,7 @@ run_target() { # TARGET
     log "$target @ $offered deliveries/s: --rate $rate --messages $messages"
     load "$target" "$target-$offered" "$offered" --clients "$clients" --rooms "$rooms" \
       --batch-size "$clients" --batch-interval 0s --rate "$rate" --messages "$messages" \
-      --drain-timeout 5s
+      --drain-timeout 5s --connect-timeout 30s
   done
   stop_pid "$server_pid"
   check_budget

@@ -3,7 +3,7 @@
 #   - hadolint on the Dockerfiles, failing on any finding, even style;
 #   - the Docker build context and build commands match the workspace;
 #   - the CRD copies in k8s/base/ equal the generated crds/*.yaml;
-#   - `kubectl kustomize k8s/` and `k8s/namespaced/` build;
+#   - `kubectl kustomize k8s/`, `k8s/namespaced/` and `k8s/monitoring/` build;
 #   - every manifest under k8s/ and crds/, and the kustomize output, is valid
 #     for Kubernetes 1.30 and 1.33 (kubernetes-validate --strict for built-in
 #     kinds; ChatClusters and ChatLoadTests against their CRD's schema,
@@ -61,12 +61,18 @@ for crd in "${crds[@]}"; do
   cmp -s "$crd" "$copy" || fail "$copy differs from $crd; run: cp $crd $copy"
 done
 
+# k8s/monitoring/ holds prometheus-operator kinds (PodMonitor,
+# PrometheusRule), whose CRDs are not vendored here, and plain Prometheus and
+# prometheus-adapter files: operator/tests/monitoring checks those with
+# promtool and a real Prometheus (scripts/monitoring.sh); here it must build.
 mapfile -t manifests < <(
-  find k8s crds -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/examples/invalid/*' | sort)
+  find k8s crds -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/examples/invalid/*' \
+    -not -path 'k8s/monitoring/*' | sort)
 if command -v kubectl >/dev/null; then
   kubectl kustomize k8s >"$work/install.yaml" || fail "kubectl kustomize k8s/ failed"
   kubectl kustomize k8s/namespaced >"$work/install-namespaced.yaml" \
     || fail "kubectl kustomize k8s/namespaced/ failed"
+  kubectl kustomize k8s/monitoring >/dev/null || fail "kubectl kustomize k8s/monitoring/ failed"
   manifests+=("$work/install.yaml" "$work/install-namespaced.yaml")
 else
   echo "kubectl not found: skipping the kustomize build of k8s/ (the files are still validated)"
@@ -98,7 +104,7 @@ checkov() {
     || { cat "$work/checkov.txt"; fail "checkov found failed checks"; }
   awk '/scan results:/ {kind = $1} /^Passed checks/ {print "checkov " kind ": " $0}' "$work/checkov.txt"
 }
-mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml | sort)
+mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/monitoring/*' | sort)
 checkov --framework kubernetes dockerfile -f "${k8s_files[@]}" "${dockerfiles[@]}"
 echo "operator render of ${examples[*]}:"
 checkov --framework kubernetes -f "$work"/rendered-skips/*.yaml

@@ -3,7 +3,8 @@
 #
 # Starts throwaway Redis and PostgreSQL on free loopback ports (installing the
 # Debian packages if missing), then runs fmt, clippy -D warnings and every test
-# against them, and stops them again, whatever happens. The fault-injection
+# against them (the web page's in headless Chromium, installed the same way),
+# and stops them again, whatever happens. The fault-injection
 # suite (CHAT_FAULTS=1) starts Redis and PostgreSQL processes of its own, from
 # the same packages, so that it can kill them.
 set -euo pipefail
@@ -34,6 +35,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+# After the workspace tests, so target/debug/chat-server is already built.
+step "browser: the web page in headless Chromium (scripts/browser-test.sh)"
+scripts/browser-test.sh
+
 step "fuzz: frames (${CHAT_FUZZ_SECS:-60} s; CHAT_FUZZ_SECS=0 skips)"
 if [ "${CHAT_FUZZ_SECS:-60}" -gt 0 ]; then
   scripts/fuzz.sh "${CHAT_FUZZ_SECS:-60}"
@@ -44,6 +49,10 @@ fi
 # --nocapture puts every scenario's figures (the storm's included) in the log.
 step "fault-injection suite (loadtest/tests/faults.rs, CHAT_FAULTS=1)"
 CHAT_FAULTS=1 cargo test --workspace --locked --test faults -- --nocapture
+
+# Also after the workspace tests, for the same target/debug/chat-server.
+step "monitoring: a real Prometheus, promtool, the dashboard's metrics"
+scripts/monitoring.sh
 
 step "kubernetes manifests, CRD, Dockerfiles"
 scripts/lint-k8s.sh

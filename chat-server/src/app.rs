@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::rebalance::Rebalancer;
 use crate::store::HistoryStore;
 use crate::store::batcher::Batcher;
 
@@ -34,6 +35,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Open sessions, awaited on shutdown.
     pub sessions: TaskTracker,
+    /// The open connections rebalancing may close (`--rebalance`), else None.
+    pub rebalancer: Option<Arc<Rebalancer>>,
     next_conn: AtomicU64,
 }
 
@@ -53,6 +56,10 @@ impl App {
             verifier: config.jwt_secret.as_deref().map(Verifier::new),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             joins: Semaphore::new(config.join_concurrency),
+            rebalancer: config
+                .rebalance
+                .enabled
+                .then(|| Arc::new(Rebalancer::new(config.rebalance.clone(), metrics.clone()))),
             config,
             hub,
             broker,
@@ -75,7 +82,7 @@ impl App {
         let timeout = Duration::from_secs(2);
         match tokio::time::timeout(timeout, self.broker.check()).await {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(reason),
+            Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("broker check timed out".into()),
         }
         match tokio::time::timeout(timeout, self.store.ping()).await {

@@ -101,6 +101,9 @@ pub struct Config {
     /// readers give it up; a commit later than that is refused, never acked.
     #[arg(long, env = "CHAT_GAP_WAIT_MS", default_value_t = 10_000)]
     pub gap_wait_ms: u64,
+
+    #[command(flatten)]
+    pub rebalance: crate::rebalance::RebalanceConfig,
 }
 
 impl Config {
@@ -133,6 +136,20 @@ impl Config {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    /// The history store's address without credentials: the same for every
+    /// instance of a cluster, and different for clusters with other databases.
+    pub fn store_name(&self) -> String {
+        match &self.database_url {
+            Some(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                rest.rsplit_once('@')
+                    .map_or(rest, |(_, host)| host)
+                    .to_owned()
+            }
+            None => format!("sqlite:{}", self.sqlite_path.display()),
+        }
+    }
+
     /// Rejects limits that would make the server unusable, with a clear message.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -159,7 +176,7 @@ impl Config {
         if self.persist_batch > 5000 {
             return Err("--persist-batch must be at most 5000".into());
         }
-        Ok(())
+        self.rebalance.validate(self.redis_url.is_some())
     }
 }
 
@@ -189,5 +206,17 @@ mod tests {
             c.validate().unwrap_err(),
             "--outbound-queue must be at least 1"
         );
+    }
+
+    #[test]
+    fn the_store_name_leaves_out_credentials() {
+        let c = Config::parse_from([
+            "chat-server",
+            "--database-url",
+            "postgres://chat:s3cret@db.svc:5432/chat?sslmode=disable",
+        ]);
+        assert_eq!(c.store_name(), "db.svc:5432/chat?sslmode=disable");
+        let c = Config::parse_from(["chat-server", "--sqlite-path", "/data/h.db"]);
+        assert_eq!(c.store_name(), "sqlite:/data/h.db");
     }
 }

@@ -16,8 +16,9 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::auth::{AuthError, resolve_user};
-use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN};
-use crate::protocol::{ChatMessage, ErrorCode, valid_name};
+use crate::protocol::{
+    CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN, ChatMessage, ErrorCode, NAME_RULE, valid_name,
+};
 use crate::session;
 use crate::store::Range;
 
@@ -165,7 +166,7 @@ fn invalid_room(room: &str) -> Option<Response> {
         api_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRoom,
-            "room name must match ^[A-Za-z0-9_.:-]{1,64}$".into(),
+            format!("room name must match {NAME_RULE}"),
         )
     })
 }

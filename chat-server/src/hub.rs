@@ -608,13 +608,13 @@ mod tests {
             Duration::from_secs(1),
         );
 
-        let (out, mut rx) = Outbound::new(8, metrics.clone());
+        let (out, rx) = Outbound::new(8, metrics.clone());
         assert_eq!(hub.join("r", 1, out).await.unwrap(), 0);
         // Published while the member is still buffering (before `live`).
         let parts = MessageParts::new("r", "u", "b", 1);
         assert_eq!(hub.publish("r", &parts, 7, 1).await.unwrap(), 1);
         hub.live("r", 1, 0);
-        let frame = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        let frame = tokio::time::timeout(Duration::from_secs(10), rx.recv_async())
             .await
             .unwrap()
             .unwrap();

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod rate;
+pub mod rebalance;
 pub mod redis_commands;
 pub mod session;
 pub mod store;
@@ -23,7 +24,7 @@ pub mod store;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -43,12 +44,17 @@ use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::redis_commands::Commands;
 use crate::store::HistoryStore;
-use crate::store::batcher::Batcher;
+use crate::store::batcher::{Batcher, Stop};
 use crate::store::postgres::PostgresStore;
+use crate::store::spill::RedisSpill;
 use crate::store::sqlite::SqliteStore;
 
 /// A boxed, sendable future: the return type of the backend traits' methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How long before the end of the grace period the batcher stops waiting for a
+/// down store and spills what it holds (a Redis command, retried once, fits).
+const SPILL_MARGIN: Duration = Duration::from_secs(3);
 
 /// Serves chat on `listener` until `shutdown` resolves, then closes every socket
 /// with 1001, flushes pending history writes and returns, within
@@ -78,7 +84,10 @@ pub async fn run(
         ),
     };
     let rooms = Arc::new(Rooms::default());
-    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &config.redis_url {
+    // Redis commands for rebalancing, which only Redis mode has (`validate`).
+    let mut rebalance_commands = None;
+    let (broker, presence, spill): (Arc<dyn Broker>, Arc<dyn Presence>, _) = match &config.redis_url
+    {
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
             let commands = Commands::connect(client.clone())
@@ -91,22 +100,32 @@ pub async fn run(
                 node.clone(),
                 token.clone(),
             );
+            rebalance_commands = Some(commands.clone());
+            let spill = RedisSpill::new(commands.clone(), &config.store_name(), node.clone());
             let presence =
                 RedisPresence::start(commands, node.clone(), config.presence_ttl(), token.clone());
-            (Arc::new(broker), Arc::new(presence))
+            (Arc::new(broker), Arc::new(presence), Some(spill))
         }
         None => (
             Arc::new(MemoryBroker::new(rooms.clone())),
             Arc::new(MemoryPresence::default()),
+            None,
         ),
     };
+    let give_up = CancellationToken::new();
     let (batcher, batcher_task) = Batcher::spawn(
         store.clone(),
-        config.persist_batch,
-        config.persist_queue,
+        (config.persist_batch, config.persist_queue),
         metrics.clone(),
-        token.clone(),
+        spill.clone(),
+        Stop {
+            shutdown: token.clone(),
+            give_up: give_up.clone(),
+        },
     );
+    if let Some(spill) = spill {
+        spill.start(batcher.clone(), token.clone());
+    }
     let hub = Hub::new(
         rooms,
         broker.clone(),
@@ -126,6 +145,13 @@ pub async fn run(
         token.clone(),
     ));
 
+    if let (Some(rebalancer), Some(commands)) = (&app.rebalancer, rebalance_commands) {
+        tokio::spawn(
+            rebalancer
+                .clone()
+                .run(commands, node.clone(), token.clone()),
+        );
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         node,
@@ -162,10 +188,26 @@ pub async fn run(
         tracing::warn!("sessions did not close within the grace period");
     }
     drop(app);
+    let mut batcher_task = batcher_task;
     let left = grace.saturating_sub(started.elapsed());
-    match tokio::time::timeout(left, batcher_task).await {
-        Ok(_) => tracing::info!("pending history writes flushed"),
-        Err(_) => tracing::error!("history writes still pending at the end of the grace period"),
+    let mut flushed = tokio::time::timeout(left.saturating_sub(SPILL_MARGIN), &mut batcher_task)
+        .await
+        .is_ok();
+    if !flushed {
+        tracing::warn!(
+            "history writes still pending near the end of the grace period; giving up on the store"
+        );
+        give_up.cancel();
+        flushed = tokio::time::timeout(SPILL_MARGIN, &mut batcher_task)
+            .await
+            .is_ok();
+    }
+    if flushed {
+        tracing::info!("pending history writes flushed or spilled");
+    } else {
+        // Stop it, as exiting would: `run` leaves no task behind.
+        batcher_task.abort();
+        tracing::error!("history writes still pending at the end of the grace period");
     }
     served.context("HTTP server failed")
 }

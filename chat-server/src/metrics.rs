@@ -28,6 +28,7 @@ pub struct Metrics {
     pub persist_batch: Histogram,
     errors: Family<CodeLabel, Counter>,
     pub slow_consumers: Counter,
+    pub rebalance_closes: Counter,
     pub rooms_local: Gauge,
     resident_memory: Gauge,
 }
@@ -49,6 +50,7 @@ impl Metrics {
         let persist_batch = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let errors = Family::<CodeLabel, Counter>::default();
         let slow_consumers = Counter::default();
+        let rebalance_closes = Counter::default();
         let rooms_local = Gauge::default();
         let resident_memory = Gauge::default();
         registry.register(
@@ -88,6 +90,11 @@ impl Metrics {
             slow_consumers.clone(),
         );
         registry.register(
+            "chat_rebalance_closes",
+            "Connections closed with 4001 (rebalance) to move them to another instance",
+            rebalance_closes.clone(),
+        );
+        registry.register(
             "chat_rooms_local",
             "Rooms with members on this instance (= broker subscriptions)",
             rooms_local.clone(),
@@ -113,6 +120,7 @@ impl Metrics {
             persist_batch,
             errors,
             slow_consumers,
+            rebalance_closes,
             rooms_local,
             resident_memory,
         }
@@ -164,6 +172,7 @@ mod tests {
             "chat_persist_batch_size_bucket",
             "chat_errors_total{code=\"rate_limited\"} 1",
             "chat_slow_consumer_disconnects_total",
+            "chat_rebalance_closes_total",
             "chat_rooms_local",
             "process_resident_memory_bytes",
         ] {

@@ -9,17 +9,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-pub const CLOSE_INVALID_DATA: u16 = 1007;
-pub const CLOSE_POLICY: u16 = 1008;
-pub const CLOSE_TOO_BIG: u16 = 1009;
-pub const CLOSE_TRY_AGAIN: u16 = 1013;
-pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+use crate::protocol::CLOSE_SLOW_CONSUMER;
 
 /// Why a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,16 +27,17 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
-/// The sending side of one connection's outbound queue.
+/// The sending side of one connection's outbound queue. The queue (flume's) grows
+/// as frames wait in it, so an idle connection's costs a few hundred bytes.
 #[derive(Clone)]
 pub struct Outbound {
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: flume::Sender<Utf8Bytes>,
     shared: Arc<Shared>,
 }
 
 impl Outbound {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Outbound, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Outbound, flume::Receiver<Utf8Bytes>) {
+        let (tx, rx) = flume::bounded(capacity.max(1));
         let shared = Arc::new(Shared {
             closed: CancellationToken::new(),
             reason: OnceLock::new(),
@@ -57,11 +51,11 @@ impl Outbound {
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         match self.tx.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(flume::TrySendError::Full(_)) => {
                 self.close_slow();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(flume::TrySendError::Disconnected(_)) => false,
         }
     }
 
@@ -70,7 +64,7 @@ impl Outbound {
     /// 4000 "slow consumer", so it cannot hold a join's turn forever.
     pub async fn send(&self, frame: Utf8Bytes, wait: Duration) -> bool {
         tokio::select! {
-            r = tokio::time::timeout(wait, self.tx.send(frame)) => match r {
+            r = tokio::time::timeout(wait, self.tx.send_async(frame)) => match r {
                 Ok(sent) => sent.is_ok(),
                 Err(_) => {
                     self.close_slow();
@@ -82,7 +76,7 @@ impl Outbound {
     }
 
     pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.tx.capacity().unwrap_or(usize::MAX)
     }
 
     pub fn close_slow(&self) {
@@ -146,11 +140,11 @@ mod tests {
     #[tokio::test]
     async fn a_paced_send_gives_up_on_a_client_that_reads_nothing() {
         let metrics = Arc::new(Metrics::new());
-        let (out, mut rx) = Outbound::new(1, metrics.clone());
+        let (out, rx) = Outbound::new(1, metrics.clone());
         assert!(out.send("a".into(), Duration::from_millis(10)).await);
         assert!(!out.send("b".into(), Duration::from_millis(10)).await);
         assert_eq!(out.close_reason().map(|c| c.code), Some(4000));
         assert_eq!(metrics.slow_consumers.get(), 1);
-        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+        assert_eq!(rx.recv_async().await.ok().as_deref(), Some("a"));
     }
 }

@@ -14,7 +14,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// back, so it is bounded; a longer one is refused without being echoed.
 pub const MAX_REF_LEN: usize = 128;
 
-/// The name rule for rooms and users: `^[A-Za-z0-9_.:-]{1,64}$`.
+/// The name rule for rooms and users, as error messages quote it.
+pub const NAME_RULE: &str = "^[A-Za-z0-9_.:-]{1,64}$";
+
+/// Whether `name` follows [`NAME_RULE`].
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name
@@ -88,6 +91,19 @@ impl ClientFrame {
         }
     }
 }
+
+/// WebSocket close codes the server sends (docs/protocol.md, "Close codes").
+/// A client reconnects after `GOING_AWAY`, `SLOW_CONSUMER` and `REBALANCE`, and
+/// rejoins with `since`.
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
+pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+/// Rebalancing (`--rebalance`) asks the client to reconnect elsewhere.
+pub const CLOSE_REBALANCE: u16 = 4001;
 
 /// Error codes of `error` frames (and of the HTTP API's error bodies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

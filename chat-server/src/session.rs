@@ -14,14 +14,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::outbound::{CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Outbound};
+use crate::outbound::Outbound;
 use crate::protocol::{
-    ChatMessage, ClientFrame, ErrorCode, MessageParts, PresenceEvent, ServerFrame, valid_name,
+    CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_NORMAL, CLOSE_REBALANCE, CLOSE_TOO_BIG,
+    ChatMessage, ClientFrame, ErrorCode, MessageParts, NAME_RULE, PresenceEvent, ServerFrame,
+    valid_name,
 };
 use crate::rate::TokenBucket;
+use crate::rebalance;
 use crate::store::Range;
 use crate::store::batcher::CommitError;
 
@@ -58,6 +60,10 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     let (out, rx) = Outbound::new(app.config.outbound_queue, app.metrics.clone());
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, rx, out.clone(), app.clone()));
+    let rebalance = app
+        .rebalancer
+        .as_ref()
+        .map(|r| r.register(conn, out.clone()));
     app.metrics.connections.inc();
     app.metrics.connections_opened.inc();
     tracing::debug!(conn, %user, "connected");
@@ -88,6 +94,14 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
                 break;
             }
             Some(ack) = s.acks.next(), if !s.acks.is_empty() => s.acked(ack),
+            _ = rebalance::asked(rebalance.as_ref()) => {
+                // Acks first, so that moving loses the client no ack.
+                s.settle_acks().await;
+                if let Some(r) = &rebalance {
+                    r.close(&out);
+                }
+                break;
+            }
             msg = stream.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break,
                 // Boxed: the request handlers' states would otherwise sit inline
@@ -106,7 +120,7 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: String, rooms: Vec<St
     }
     // Commits already queued still complete; acks can no longer be delivered.
     s.leave_all().await;
-    out.close(1000, "");
+    out.close(CLOSE_NORMAL, "");
     // Finish the closing handshake: while the writer sends our close frame, keep
     // reading (and discarding) until the client answers it. Closing a socket with
     // unread input makes the kernel send a reset, which destroys the close frame
@@ -145,7 +159,7 @@ fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
+    rx: flume::Receiver<Utf8Bytes>,
     out: Outbound,
     app: Arc<App>,
 ) {
@@ -157,8 +171,8 @@ async fn write_loop(
                 out.close(CLOSE_GOING_AWAY, "going away");
                 break;
             }
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break };
+            frame = rx.recv_async() => {
+                let Ok(frame) = frame else { break };
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
@@ -176,7 +190,16 @@ async fn write_loop(
             }
         }
     }
-    if let Some(close) = out.close_reason().filter(|c| c.code != 1000) {
+    if let Some(close) = out.close_reason().filter(|c| c.code != CLOSE_NORMAL) {
+        if close.code == CLOSE_REBALANCE {
+            // What the session queued before it moved the client (its last acks)
+            // goes out before the close frame.
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
         let frame = CloseFrame {
             code: close.code,
             reason: close.reason.into(),
@@ -258,7 +281,7 @@ impl Session {
             return true;
         }
         let message = format!(
-            "room name must match ^[A-Za-z0-9_.:-]{{1,64}}$ (got {:?})",
+            "room name must match {NAME_RULE} (got {:?})",
             truncate(room)
         );
         self.error(ErrorCode::InvalidRoom, &message, reference);
@@ -476,6 +499,17 @@ impl Session {
                 outcome,
             }
         }));
+    }
+
+    /// Delivers the acks of the sends already accepted (for at most
+    /// [`rebalance::SETTLE`]), reading nothing new meanwhile.
+    async fn settle_acks(&mut self) {
+        let settle = async {
+            while let Some(ack) = self.acks.next().await {
+                self.acked(ack);
+            }
+        };
+        let _ = tokio::time::timeout(rebalance::SETTLE, settle).await;
     }
 
     fn acked(&self, ack: PendingAck) {

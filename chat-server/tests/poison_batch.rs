@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chat_server::metrics::Metrics;
 use chat_server::protocol::ChatMessage;
-use chat_server::store::batcher::{Batcher, Commit, CommitError};
+use chat_server::store::batcher::{Batcher, Commit, CommitError, Stop};
 use chat_server::store::postgres::PostgresStore;
 use chat_server::store::{HistoryStore, Range};
 use support::{WAIT, fresh_database};
@@ -37,10 +37,13 @@ async fn a_poison_row_is_refused_alone_and_its_batch_commits() {
     let shutdown = CancellationToken::new();
     let (batcher, task) = Batcher::spawn(
         store.clone(),
-        100,
-        100,
+        (100, 100),
         Arc::new(Metrics::new()),
-        shutdown.clone(),
+        None,
+        Stop {
+            shutdown: shutdown.clone(),
+            give_up: CancellationToken::new(),
+        },
     );
     // Reserved first, submitted without an await in between: one batch.
     let (s1, s2, s3) = (

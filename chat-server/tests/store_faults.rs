@@ -136,3 +136,52 @@ async fn a_gap_that_cannot_be_read_is_retried_not_skipped() {
     watched.stop().await.unwrap();
     sending.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn writes_pending_when_the_store_stays_down_through_shutdown_are_stored_later() {
+    let db = fresh_database().await;
+    let mut first = Server::clustered(&db, &["--shutdown-grace-secs", "4"]).await;
+    let r = room();
+    let mut sender = first.client(&format!("user=sam&room={r}")).await;
+    sender.recv_type("joined").await;
+    assert_eq!(sender.send_acked(&r, "one").await, 1);
+
+    // The store goes away: the next message is published (members see it live)
+    // but cannot be committed, and stays pending through the whole grace period.
+    allow_connections(&db, false).await;
+    sender
+        .send(json!({"type":"send","room":r,"body":"two","ref":"pending"}))
+        .await;
+    assert_eq!(next_message(&mut sender, &r, 1).await["body"], "two");
+    support::readyz_until(&first, 503).await;
+    first.trigger_stop();
+    let (code, _) = sender.expect_close().await;
+    assert_eq!(code, 1001);
+    first.stop().await.unwrap();
+
+    // Once the store is back, another instance stores what the first one held.
+    allow_connections(&db, true).await;
+    let second = Server::clustered(&db, &[]).await;
+    let stored = async {
+        loop {
+            let (_, page) = http_json(second.addr, &format!("/api/rooms/{r}/messages")).await;
+            let bodies: Vec<String> = page["messages"]
+                .as_array()
+                .map(|ms| {
+                    ms.iter()
+                        .map(|m| m["body"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if bodies.len() >= 2 {
+                return bodies;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let bodies = tokio::time::timeout(Duration::from_secs(20), stored)
+        .await
+        .expect("the pending message was stored by the second instance");
+    assert_eq!(bodies, ["one", "two"]);
+    second.stop().await.unwrap();
+}

@@ -231,8 +231,10 @@ pub struct AutoscalingSpec {
     )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
-    /// Optional target of WebSocket connections per pod (the `chat_connections`
-    /// metric, served through a custom-metrics adapter such as prometheus-adapter).
+    /// Optional target of WebSocket connections per pod: the HPA then also scales on
+    /// the `chat_connections` Pods metric, served by a custom-metrics adapter
+    /// (k8s/monitoring/ ships the prometheus-adapter rule). It is in addition to the
+    /// CPU target: the HPA takes whichever of the two wants more pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub target_connections_per_pod: Option<i64>,

@@ -18,7 +18,7 @@
 //! * `seq < next` otherwise: seen before, a *duplicate* (or, at or below the
 //!   join point, *unexpected*: history the member was never owed).
 //!
-//! Recovery: after a close with 1001/4000 the client rejoins with
+//! Recovery: after a close with 1001/4000/4001 the client rejoins with
 //! `since = highest seq seen` and the server replays `since+1 ..= last_seq`
 //! before live traffic; those replayed deliveries count as *recovered*, and
 //! they still count toward `delivered`, so a recovery that loses nothing leaves
@@ -35,6 +35,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::stamp::Stamp;
+use crate::stamp_audit::StampMember;
+use crate::wire::Inbound;
 
 /// How one delivery was classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +62,8 @@ pub struct Member {
     joined_us: Option<u64>,
     /// The seq expected next in order (highest seen + 1).
     next: u64,
-    /// Seqs skipped over and not received since; sorted, disjoint, non-empty.
-    holes: Vec<Range<u64>>,
+    /// Seqs skipped over and not received since.
+    holes: Holes,
     /// After a rejoin: deliveries up to this seq are the replay of what was missed.
     replay_upto: u64,
     delivered: u64,
@@ -119,7 +121,7 @@ impl Member {
             self.holes.push(self.next..seq);
             self.next = seq + 1;
             Receipt::AfterGap { skipped }
-        } else if self.take_hole(seq) {
+        } else if self.holes.take(seq) {
             self.out_of_order += 1;
             Receipt::OutOfOrder
         } else if seq <= baseline {
@@ -136,29 +138,101 @@ impl Member {
         receipt
     }
 
-    /// Removes `seq` from the holes; false if it was not in one.
-    fn take_hole(&mut self, seq: u64) -> bool {
-        let Some(i) = self.holes.iter().position(|h| h.contains(&seq)) else {
+    /// The seqs this member is missing if the room ended at `room_last`.
+    fn missing(&self, room_last: u64) -> impl Iterator<Item = Range<u64>> + '_ {
+        let tail = self.next..room_last + 1;
+        self.holes.iter().chain((!tail.is_empty()).then_some(tail))
+    }
+}
+
+/// Numbers of a stream skipped over and not received since: sorted, disjoint,
+/// non-empty ranges, normally none. Shared by the seq audit and the stamp
+/// audit (`stamp_audit`), which tracks each sender's message numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holes(Vec<Range<u64>>);
+
+impl Holes {
+    /// Adds a hole above every existing one.
+    pub fn push(&mut self, hole: Range<u64>) {
+        self.0.push(hole);
+    }
+
+    /// Adds a hole below every existing one.
+    pub fn push_front(&mut self, hole: Range<u64>) {
+        self.0.insert(0, hole);
+    }
+
+    /// Removes `n` from the holes; false if it was not in one.
+    pub fn take(&mut self, n: u64) -> bool {
+        let Some(i) = self.0.iter().position(|h| h.contains(&n)) else {
             return false;
         };
-        let hole = self.holes.remove(i);
-        let (low, high) = (hole.start..seq, seq + 1..hole.end);
+        let hole = self.0.remove(i);
+        let (low, high) = (hole.start..n, n + 1..hole.end);
         if !high.is_empty() {
-            self.holes.insert(i, high);
+            self.0.insert(i, high);
         }
         if !low.is_empty() {
-            self.holes.insert(i, low);
+            self.0.insert(i, low);
         }
         true
     }
 
-    /// The seqs this member is missing if the room ended at `room_last`.
-    fn missing(&self, room_last: u64) -> impl Iterator<Item = Range<u64>> + '_ {
-        let tail = self.next..room_last + 1;
-        self.holes
-            .iter()
-            .cloned()
-            .chain((!tail.is_empty()).then_some(tail))
+    pub fn contains(&self, n: u64) -> bool {
+        self.0.iter().any(|h| h.contains(&n))
+    }
+
+    /// How many numbers the holes hold.
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|h| h.end - h.start).sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.0.iter().cloned()
+    }
+}
+
+/// One client's audit record: by seq for the native protocol, by stamp for
+/// a protocol without seqs.
+#[derive(Debug, Clone)]
+pub enum Audited {
+    Seq(Member),
+    Stamp(StampMember),
+}
+
+impl Audited {
+    /// Whether `inbound` confirms this client's join to `room`: `joined`
+    /// for the native protocol (fixing the join point at its `last_seq`),
+    /// the client's own join probe for Socket.IO.
+    pub fn join_confirmed(
+        &mut self,
+        inbound: &Inbound,
+        room: &str,
+        client: u32,
+        at_us: u64,
+    ) -> bool {
+        match (self, inbound) {
+            (Audited::Seq(member), Inbound::Joined { room: r, last_seq }) if r == room => {
+                member.joined(*last_seq, at_us);
+                true
+            }
+            (Audited::Stamp(member), Inbound::Probe { room: r, client: c })
+                if r == room && *c == client =>
+            {
+                member.confirmed(at_us);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The `since` of a rejoin (the native protocol's; 0 for Socket.IO,
+    /// which has no replay).
+    pub fn since(&self) -> u64 {
+        match self {
+            Audited::Seq(member) => member.since(),
+            Audited::Stamp(_) => 0,
+        }
     }
 }
 
@@ -205,6 +279,9 @@ pub struct RoomLedger {
     last_seq: u64,
     /// The message each seq carried when first seen (by a delivery or an ack).
     carried: HashMap<u64, Stamp>,
+    /// Every message written to the room, for a protocol without acks
+    /// (`stamp_audit`); empty otherwise.
+    written: Vec<Stamp>,
     /// Seqs seen carrying a message other than the one first seen with them.
     conflicting: Vec<u64>,
 }
@@ -233,8 +310,18 @@ impl RoomLedger {
         self.last_seq = self.last_seq.max(seq);
     }
 
+    /// A message was written to the room (protocols without acks only).
+    pub fn written(&mut self, stamp: Stamp) {
+        self.written.push(stamp);
+    }
+
+    pub fn written_mut(&mut self) -> &mut Vec<Stamp> {
+        &mut self.written
+    }
+
     pub fn merge(&mut self, other: RoomLedger) {
         self.acked.extend(other.acked);
+        self.written.extend(other.written);
         self.conflicting.extend(other.conflicting);
         for (seq, stamp) in other.carried {
             self.seen(seq, stamp);
@@ -284,10 +371,7 @@ pub fn audit<'a>(
         rooms[room].seen_seq(member.highest());
     }
     let mut report = AuditReport::default();
-    let mut lower_bound = |scheduled_us: u64, report: &mut AuditReport| {
-        delivery.saturating_record(end_us.saturating_sub(scheduled_us));
-        report.delivery_lower_bounds += 1;
-    };
+    let mut bounds = LowerBounds::new(delivery, end_us);
     // Per room, the seqs missing at some member (bitset over seq).
     let mut missing_somewhere: Vec<Vec<u64>> = rooms
         .iter()
@@ -314,7 +398,7 @@ pub fn audit<'a>(
             for seq in range {
                 missing_somewhere[room][(seq / 64) as usize] |= 1 << (seq % 64);
                 if let Some(stamp) = rooms[room].carried.get(&seq) {
-                    lower_bound(stamp.scheduled_us, &mut report);
+                    bounds.record(stamp.scheduled_us);
                 }
             }
         }
@@ -352,13 +436,46 @@ pub fn audit<'a>(
         if seq_of[send.room].contains_key(&(send.stamp.client, send.stamp.n)) {
             continue; // it has a seq: its missing deliveries were timed above
         }
-        for &joined in &joined_at[send.room] {
-            if joined <= send.stamp.scheduled_us {
-                lower_bound(send.stamp.scheduled_us, &mut report);
+        bounds.owed_since(send.stamp.scheduled_us, &joined_at[send.room]);
+    }
+    report.delivery_lower_bounds = bounds.count;
+    report
+}
+
+/// Deliveries that never happened, entered in the delivery histogram as
+/// lower bounds, `end_us - scheduled`, as wrk2 does.
+pub struct LowerBounds<'h> {
+    histogram: &'h mut Histogram<u64>,
+    end_us: u64,
+    /// Lower bounds recorded.
+    pub count: u64,
+}
+
+impl<'h> LowerBounds<'h> {
+    pub fn new(histogram: &'h mut Histogram<u64>, end_us: u64) -> Self {
+        Self {
+            histogram,
+            end_us,
+            count: 0,
+        }
+    }
+
+    /// One delivery of a message scheduled at `scheduled_us` never happened.
+    pub fn record(&mut self, scheduled_us: u64) {
+        self.histogram
+            .saturating_record(self.end_us.saturating_sub(scheduled_us));
+        self.count += 1;
+    }
+
+    /// A message scheduled at `scheduled_us` that nobody received was owed
+    /// to every member that had joined by then (`joined`, µs).
+    pub fn owed_since(&mut self, scheduled_us: u64, joined: &[u64]) {
+        for &at in joined {
+            if at <= scheduled_us {
+                self.record(scheduled_us);
             }
         }
     }
-    report
 }
 
 #[cfg(test)]
@@ -497,7 +614,7 @@ mod tests {
         let mut m = Member::new();
         m.joined(0, 0);
         run(&mut m, &[1, 6, 3]);
-        assert_eq!(m.holes, [2..3, 4..6]);
+        assert_eq!(m.holes, Holes(vec![2..3, 4..6]));
         let r = report(acked(1..=6), &[m]);
         assert_eq!((r.delivered, r.missing, r.out_of_order), (3, 3, 1));
     }

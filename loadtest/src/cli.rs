@@ -13,7 +13,9 @@ use clap::Parser;
 
 use crate::auth::Secret;
 use crate::endpoint::Endpoint;
+use crate::protocol::Protocol;
 use crate::scenario::{RoomSizes, Stages};
+use crate::stamp_audit::{self, MAX_SENDER_PAIRS};
 use crate::threshold::{self, Threshold};
 
 /// The most clients one generator accepts; beyond this one process is the
@@ -35,6 +37,12 @@ pub struct Args {
     #[arg(long = "url", value_name = "URL", default_value = "ws://127.0.0.1:8080/ws",
           value_parser = Endpoint::parse)]
     pub urls: Vec<Endpoint>,
+
+    /// The protocol the clients speak: `native` (docs/protocol.md) or
+    /// `socketio`, a Socket.IO 4 chat over Engine.IO v4 on a WebSocket (URL
+    /// e.g. ws://127.0.0.1:3000/socket.io/; no acks or seqs, audited by stamp).
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
 
     /// HS256 secret of a server with auth on (its CHAT_JWT_SECRET): each client
     /// connects with its own token (`?token=`, sub = its user) instead of `?user=`.
@@ -116,7 +124,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub body_size: u32,
 
-    /// Reconnect attempts per client after a close with 1001/4000 or a dropped socket.
+    /// Reconnect attempts per client after a close with 1001/4000/4001 or a dropped socket.
     #[arg(long, default_value_t = 5)]
     pub max_reconnects: u32,
 
@@ -133,7 +141,9 @@ pub struct Args {
     /// Defaults: missing, duplicated, out_of_order, unacked, unsent,
     /// connect_errors, duplicate_acks, seq_conflicts, stamp_conflicts all ==0
     /// (a rule on the same metric replaces its default); lost_acked==0 always
-    /// applies. A latency rule on a histogram with no samples fails.
+    /// applies. With --protocol socketio the ack and seq rules are left out
+    /// and delivered>0 is added. A latency rule on a histogram with no
+    /// samples fails.
     #[arg(long = "threshold", value_name = "RULE", value_parser = Threshold::parse)]
     pub thresholds: Vec<Threshold>,
 
@@ -148,6 +158,12 @@ pub struct Args {
     /// ack p50/p99 (created before the run, so a bad path fails at once).
     #[arg(long, value_name = "FILE")]
     pub timeseries: Option<PathBuf>,
+
+    /// Write the latencies of every second (delivery and ack histograms, µs)
+    /// to this file as an HdrHistogram interval log (V2, compressed), for
+    /// HdrHistogram's tools (created before the run, like --timeseries).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
 
     /// Write the summary as JSON to this file ('-' for stdout, which then omits the table).
     #[arg(long, value_name = "FILE")]
@@ -320,6 +336,17 @@ impl Args {
         self.validate()
     }
 
+    /// The rules the run is judged by: `--threshold`s plus the defaults
+    /// that apply to these flags.
+    pub fn rules(&self) -> Vec<Threshold> {
+        let defaults = threshold::Defaults {
+            verify_history: self.verify_history,
+            no_acks: !self.protocol.acks(),
+            messages: self.messages > 0,
+        };
+        threshold::with_defaults(&self.thresholds, defaults)
+    }
+
     /// Checks that involve several flags at once.
     pub fn validate(&self) -> Result<(), String> {
         if self.rooms > self.clients {
@@ -365,8 +392,51 @@ impl Args {
                 );
             }
         }
+        if self.protocol == Protocol::SocketIo {
+            self.validate_socketio()?;
+        }
         if self.source_ips.is_some() && self.urls.iter().any(|u| !u.is_loopback()) {
             return Err("--source-ips works only with loopback targets (127.x, localhost)".into());
+        }
+        Ok(())
+    }
+}
+
+impl Args {
+    /// What `--protocol socketio` cannot do: no acks (closed loop), no REST
+    /// history, no `leave` (churn), no tokens; and the stamp audit's memory.
+    fn validate_socketio(&self) -> Result<(), String> {
+        let unsupported = [
+            (self.closed_loop, "--closed-loop (it waits for acks)"),
+            (
+                self.verify_history,
+                "--verify-history (there is no history API)",
+            ),
+            (self.churn.is_some(), "--churn (the dialect has no leave)"),
+            (
+                self.jwt_secret.is_some(),
+                "--jwt-secret (the dialect has no auth)",
+            ),
+        ];
+        if let Some((_, flag)) = unsupported.iter().find(|(set, _)| *set) {
+            return Err(format!("--protocol socketio does not support {flag}"));
+        }
+        let pairs = match &self.room_sizes {
+            Some(sizes) => stamp_audit::sender_pairs(sizes.sizes().map(u64::from)),
+            None => {
+                let (clients, rooms) = (u64::from(self.clients), u64::from(self.rooms));
+                let (size, bigger) = (clients / rooms, clients % rooms);
+                stamp_audit::sender_pairs(
+                    std::iter::repeat_n(size + 1, bigger as usize)
+                        .chain(std::iter::repeat_n(size, (rooms - bigger) as usize)),
+                )
+            }
+        };
+        if pairs > MAX_SENDER_PAIRS {
+            return Err(format!(
+                "--protocol socketio audits every (member, sender) pair of a room: these rooms \
+                 make {pairs}, over the limit of {MAX_SENDER_PAIRS}; use smaller rooms"
+            ));
         }
         Ok(())
     }
@@ -503,6 +573,32 @@ mod tests {
             }
         }
         assert_eq!(Shard::parse(" 2/4 ").unwrap().to_string(), "2/4");
+    }
+
+    #[test]
+    fn socketio_rejects_what_it_cannot_do() {
+        let socketio = |extra: &[&str]| {
+            let argv = ["chat-load", "--protocol", "socketio"].iter().chain(extra);
+            let mut args = Args::try_parse_from(argv).unwrap();
+            args.resolve()
+        };
+        assert!(socketio(&[]).is_ok());
+        for (flags, expected) in [
+            (&["--closed-loop"][..], "--closed-loop"),
+            (&["--verify-history"], "--verify-history"),
+            (&["--churn", "1"], "--churn"),
+            (
+                &["--jwt-secret", "0123456789abcdef0123456789abcdef"],
+                "--jwt-secret",
+            ),
+            (&["--clients", "3000", "--rooms", "1"], "over the limit"),
+            (&["--room-sizes", "1x2001,5"], "over the limit"),
+        ] {
+            let err = socketio(flags).unwrap_err();
+            assert!(err.contains(expected), "{flags:?}: {err}");
+        }
+        assert!(socketio(&["--clients", "2000", "--rooms", "1"]).is_ok());
+        assert!(Args::try_parse_from(["chat-load", "--protocol", "mqtt"]).is_err());
     }
 
     #[test]

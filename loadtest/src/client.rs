@@ -1,5 +1,5 @@
 //! One simulated user: connect and join, send on a timetable, receive and
-//! audit everything, reconnect after 1001/4000, drain, close.
+//! audit everything, reconnect after 1001/4000/4001, drain, close.
 //!
 //! A client is a single task that owns its socket (no split, no lock): one
 //! `select!` waits on the next frame, the next send time and the run's
@@ -28,10 +28,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 
-use crate::audit::{Member, Receipt};
+use crate::audit::{Audited, Receipt};
 use crate::auth;
+use crate::engineio;
 use crate::pacing::{stamp_time, timer_deadline};
 use crate::shard::Shard;
+use crate::socketio::HandshakeError;
 use crate::stamp::Stamp;
 use crate::tls::Tls;
 use crate::wire::{self, Inbound};
@@ -40,16 +42,24 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Small buffers: thousands of connections, small frames. tungstenite
 /// zero-fills the free part of its read buffer (up to `read_buffer_size`)
-/// before every read, which was the largest single user-space cost of the
-/// receive path with 16 KiB; 2 KiB holds a dozen deliveries, and a longer
-/// frame still gets a buffer of its own length (read 2 KiB at a time).
-fn ws_config() -> WebSocketConfig {
+/// before every read attempt, including the one that finds the socket empty:
+/// with 16 KiB that was the largest single user-space cost of the receive
+/// path, and still 8% of the instructions per delivery with 2 KiB. So the
+/// buffer is sized to the run's frames ([`read_buffer`]), and a longer frame
+/// still gets a buffer of its own length (read a buffer at a time).
+fn ws_config(body_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
+        .read_buffer_size(read_buffer(body_size))
         .write_buffer_size(0)
 }
 
-const READ_BUFFER: usize = 2 * 1024;
+/// Room for two deliveries of `body_size` plus their JSON (about 150 bytes
+/// with chat-server's names), a power of two from 512 B to 16 KiB.
+fn read_buffer(body_size: usize) -> usize {
+    (2 * (body_size + 256))
+        .next_power_of_two()
+        .clamp(512, 16 * 1024)
+}
 
 /// Frames handled in one go once the socket has data, before the client
 /// looks at its send timer again (sends must not wait behind a long burst).
@@ -88,6 +98,17 @@ impl ConnectError {
             ConnectError::Ws(_) => "websocket".into(),
             ConnectError::Token(_) => "token".into(),
             other => other.to_string(),
+        }
+    }
+}
+
+impl From<HandshakeError> for ConnectError {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Ws(e) => e.into(),
+            HandshakeError::Closed(code) => ConnectError::Closed(code),
+            HandshakeError::Refused(reason) => ConnectError::JoinRejected(reason),
+            HandshakeError::Frame(e) => ConnectError::Ws(e.to_string()),
         }
     }
 }
@@ -141,7 +162,7 @@ pub struct Client {
     user: String,
     target: usize,
     source: Option<SocketAddr>,
-    member: Member,
+    member: Audited,
     /// Index of the next message to send.
     next_msg: u32,
     /// Sends on the current connection not yet answered by `ack` or `error`:
@@ -155,12 +176,14 @@ pub struct Client {
     slot: SenderSlot,
     reconnects_left: u32,
     room_all_sent: bool,
+    /// Socket.IO: the server pinged; a pong is due.
+    pong_due: bool,
 }
 
 /// What a client hands back at the end.
 pub struct Outcome {
     pub room: usize,
-    pub member: Member,
+    pub member: Audited,
     /// Sends never answered and messages due but never sent (see `audit::LostSend`).
     pub lost: Vec<Stamp>,
 }
@@ -170,6 +193,7 @@ pub struct Outcome {
 pub async fn run(shard: Rc<Shard>, id: u32) -> Outcome {
     let plan = &shard.shared.plan;
     let room = plan.room_of(id) as usize;
+    let member = plan.protocol.member(id);
     let mut client = Client {
         room_name: plan.room_name(room as u32),
         user: plan.user_name(id),
@@ -184,12 +208,13 @@ pub async fn run(shard: Rc<Shard>, id: u32) -> Outcome {
         shard,
         id,
         room,
-        member: Member::new(),
+        member,
         next_msg: 0,
         pending: VecDeque::new(),
         lost: Vec::new(),
         timetable: None,
         room_all_sent: false,
+        pong_due: false,
     };
     client.run().await;
     client.finish_timetable(Instant::now());
@@ -231,6 +256,7 @@ impl Client {
         }
         self.timetable = Some(joined_at + shared.plan.phase(self.id));
 
+        // Polled last (see the select below), so a delivery does not pay for it.
         let cancelled = shared.cancel.cancelled();
         tokio::pin!(cancelled);
         let send_timer = sleep_until(timer_deadline(self.due(0)).into());
@@ -242,7 +268,7 @@ impl Client {
 
         loop {
             self.check_sending_over(send_deadline);
-            if self.complete() {
+            if self.complete() || shared.cancel.is_cancelled() {
                 break;
             }
             let can_send = self.slot.held
@@ -250,8 +276,9 @@ impl Client {
                 && (!shared.plan.closed_loop || self.pending.is_empty());
             let next = tokio::select! {
                 // Sends first: a flood of frames must not delay the timetable.
+                // Cancellation last: it is checked above on every turn, and
+                // its future is polled only when nothing else is ready.
                 biased;
-                () = &mut cancelled => break,
                 () = &mut send_timer, if can_send => {
                     let due = self.due(self.next_msg);
                     match self.send(&mut ws, due).await {
@@ -279,8 +306,9 @@ impl Client {
                             None => break,
                         }
                     }
-                    next
+                    self.answer_ping(&mut ws).await.unwrap_or(next)
                 }
+                () = &mut cancelled => break,
             };
             if let Next::Lost { code, reconnect } = next {
                 self.shard.recorder.borrow_mut().close(&code);
@@ -353,11 +381,31 @@ impl Client {
     }
 
     /// Done: nothing more to send, the room is all sent, and this member has
-    /// seen the room's last acked seq.
-    fn complete(&self) -> bool {
-        !self.slot.held
-            && self.room_all_sent
-            && self.member.highest() >= self.shard.shared.rooms[self.room].max_acked()
+    /// caught up: seen the room's last acked seq (native), or each member's
+    /// last message it is owed (Socket.IO).
+    fn complete(&mut self) -> bool {
+        if self.slot.held || !self.room_all_sent {
+            return false;
+        }
+        let shared = &self.shard.shared;
+        let room = &shared.rooms[self.room];
+        match &mut self.member {
+            Audited::Seq(member) => member.highest() >= room.max_acked(),
+            Audited::Stamp(member) => member.caught_up(&room.members, &shared.sent),
+        }
+    }
+
+    /// Answers the server's ping once the frames at hand are handled;
+    /// `Some` when the connection is lost meanwhile.
+    async fn answer_ping(&mut self, ws: &mut Ws) -> Option<Next> {
+        if !std::mem::take(&mut self.pong_due) {
+            return None;
+        }
+        let pong = ws.send(Message::text(engineio::PONG)).await;
+        pong.is_err().then(|| Next::Lost {
+            code: "abnormal".into(),
+            reconnect: true,
+        })
     }
 
     fn opened(&self, open: bool) {
@@ -368,8 +416,9 @@ impl Client {
         }
     }
 
-    /// Connects and joins: with `since: None` the room is joined by the upgrade
-    /// query, with `Some(s)` by a `join` frame with `since` (a rejoin).
+    /// Connects and joins (see `Protocol::open`): natively, with `since:
+    /// None` the room is joined by the upgrade query, with `Some(s)` by a
+    /// `join` frame with `since` (a rejoin).
     async fn connect(&mut self, since: Option<u64>) -> Result<Ws, ConnectError> {
         let shared = self.shard.shared.clone();
         let deadline = Instant::now() + shared.plan.connect_timeout;
@@ -378,15 +427,20 @@ impl Client {
             let room = since.is_none().then_some(self.room_name.as_str());
             let credential = auth::credential(shared.plan.tokens.as_ref(), &self.user)
                 .map_err(|e| ConnectError::Token(e.to_string()))?;
-            let url = target.endpoint.request_url(&credential, room);
+            let protocol = shared.plan.protocol;
+            let url = protocol.request_url(&target.endpoint, &credential, room);
             let stream = self.tcp(target.addr).await.map_err(ConnectError::Io)?;
             let connector = shared.plan.tls.as_ref().map(Tls::connector);
-            let (mut ws, _) =
-                client_async_tls_with_config(url, stream, Some(ws_config()), connector).await?;
-            if let Some(since) = since {
-                let join = wire::join(&self.room_name, Some(since));
-                ws.send(Message::text(join)).await?;
-            }
+            let (mut ws, _) = client_async_tls_with_config(
+                url,
+                stream,
+                Some(ws_config(shared.plan.body_size)),
+                connector,
+            )
+            .await?;
+            protocol
+                .open(&mut ws, &self.room_name, self.id, since)
+                .await?;
             self.await_joined(&mut ws).await.map(|()| ws)
         };
         let ws = tokio::select! {
@@ -416,10 +470,14 @@ impl Client {
         socket.connect(addr).await
     }
 
-    /// Reads frames until `joined` for this client's room. Anything else that
-    /// arrives meanwhile is handled (and counted) as usual.
+    /// Reads frames until the join to this client's room is confirmed
+    /// (`joined`, or the Socket.IO join probe). Anything else that arrives
+    /// meanwhile is handled (and counted) as usual.
     async fn await_joined(&mut self, ws: &mut Ws) -> Result<(), ConnectError> {
         loop {
+            if std::mem::take(&mut self.pong_due) {
+                ws.send(Message::text(engineio::PONG)).await?;
+            }
             let text = match ws.next().await {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Close(frame))) => {
@@ -429,10 +487,13 @@ impl Client {
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(ConnectError::Closed("abnormal".into())),
             };
-            match Inbound::parse(&text) {
-                Ok(Inbound::Joined { room, last_seq }) if room == self.room_name => {
-                    let at = self.shard.shared.micros(Instant::now());
-                    self.member.joined(last_seq, at);
+            let at = self.shard.shared.micros(Instant::now());
+            match self.shard.shared.plan.protocol.parse(&text) {
+                Ok(inbound)
+                    if self
+                        .member
+                        .join_confirmed(&inbound, &self.room_name, self.id, at) =>
+                {
                     return Ok(());
                 }
                 Ok(Inbound::Error {
@@ -469,8 +530,7 @@ impl Client {
             backoff = (backoff * 2).min(Duration::from_secs(2));
             self.target = (self.target + 1) % shared.plan.targets.len();
             shared.connected_to[self.id as usize].store(self.target as u32, Ordering::Relaxed);
-            let since = self.member.since();
-            match self.connect(Some(since)).await {
+            match self.connect(Some(self.member.since())).await {
                 Ok(ws) => {
                     self.shard.recorder.borrow_mut().counters.reconnects += 1;
                     return Some(ws);
@@ -498,10 +558,14 @@ impl Client {
             n: self.next_msg,
             scheduled_us: shared.micros(scheduled),
         };
-        let frame = wire::send(&self.room_name, &stamp, shared.plan.body_size);
+        let protocol = shared.plan.protocol;
+        let frame = protocol.send(&self.room_name, &stamp, shared.plan.body_size);
         ws.send(Message::text(frame)).await?;
         self.next_msg += 1;
-        self.pending.push_back((stamp.n, stamp.scheduled_us));
+        match protocol.acks() {
+            true => self.pending.push_back((stamp.n, stamp.scheduled_us)),
+            false => self.shard.wrote(self.room, stamp),
+        }
         let mut rec = self.shard.recorder.borrow_mut();
         rec.counters.sent += 1;
         rec.scheduled.mark(stamp.scheduled_us);
@@ -518,8 +582,10 @@ impl Client {
                 self.shard.recorder.borrow_mut().counters.bad_frames += 1
             }
             Some(Ok(Message::Close(frame))) => {
+                let reconnect = frame
+                    .as_ref()
+                    .is_some_and(|f| wire::reconnects_after(u16::from(f.code)));
                 let code = close_code(frame.as_ref());
-                let reconnect = code == "1001" || code == "4000";
                 return Next::Lost { code, reconnect };
             }
             Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
@@ -538,7 +604,7 @@ impl Client {
         let now = Instant::now();
         let shared = &self.shard.shared;
         let mut rec = self.shard.recorder.borrow_mut();
-        match Inbound::parse(text) {
+        match shared.plan.protocol.parse(text) {
             Ok(Inbound::Message { room, seq, body }) => {
                 let at = shared.micros(now);
                 rec.counters.messages += 1;
@@ -547,11 +613,27 @@ impl Client {
                     rec.counters.foreign += 1;
                     return;
                 }
-                let receipt = self.member.receive(seq);
+                let stamp = Stamp::parse_body(&body);
                 let mut ledgers = self.shard.ledgers.borrow_mut();
-                match Stamp::parse_body(&body) {
-                    Some(stamp) => {
-                        ledgers[self.room].seen(seq, stamp);
+                let ledger = &mut ledgers[self.room];
+                let receipt = match (&mut self.member, seq, stamp) {
+                    (Audited::Seq(member), Some(seq), stamp) => {
+                        match stamp {
+                            Some(stamp) => ledger.seen(seq, stamp),
+                            None => ledger.seen_seq(seq),
+                        }
+                        Some(member.receive(seq))
+                    }
+                    (Audited::Stamp(member), None, Some(stamp)) => Some(member.receive(stamp)),
+                    (Audited::Stamp(_), None, None) => None,
+                    // A seq where none belongs, or none where one does.
+                    (_, _, _) => {
+                        rec.counters.bad_frames += 1;
+                        return;
+                    }
+                };
+                match (stamp, receipt) {
+                    (Some(stamp), Some(receipt)) => {
                         if matches!(
                             receipt,
                             Receipt::InOrder | Receipt::AfterGap { .. } | Receipt::OutOfOrder
@@ -563,16 +645,15 @@ impl Client {
                                 .get(stamp.client as usize)
                                 .map_or(usize::MAX, |t| t.load(Ordering::Relaxed) as usize);
                             rec.delivery_via(self.target, sender, latency);
-                            self.shard.window.borrow_mut().saturating_record(latency);
+                            if let Some(window) = &self.shard.window {
+                                window.borrow_mut().saturating_record(latency);
+                            }
                             if let Some(second) = &self.shard.second {
                                 second.borrow_mut().delivery.saturating_record(latency);
                             }
                         }
                     }
-                    None => {
-                        ledgers[self.room].seen_seq(seq);
-                        rec.counters.foreign += 1;
-                    }
+                    _ => rec.counters.foreign += 1,
                 }
             }
             Ok(Inbound::Ack { reference, seq, .. }) => {
@@ -606,7 +687,9 @@ impl Client {
                 }
             }
             Ok(Inbound::Presence) => rec.counters.presence += 1,
-            Ok(Inbound::Joined { .. } | Inbound::Other) => {}
+            Ok(Inbound::Ping) => self.pong_due = true,
+            // Other members' join probes, and rejoins already confirmed.
+            Ok(Inbound::Joined { .. } | Inbound::Probe { .. } | Inbound::Other) => {}
             Err(e) => {
                 tracing::debug!(client = self.id, error = %e, "bad frame");
                 rec.counters.bad_frames += 1;
@@ -652,7 +735,7 @@ fn defer_port_choice(_: &TcpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
-fn close_code(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
+pub(crate) fn close_code(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
     match frame {
         Some(f) => u16::from(f.code).to_string(),
         None => "1005".into(),

@@ -92,6 +92,18 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// The request URL of a Socket.IO connection: the endpoint with
+    /// `EIO=4&transport=websocket` added unless its query has `EIO` already.
+    pub fn engineio_url(&self) -> String {
+        let mut url = self.url.clone();
+        if !url.query_pairs().any(|(name, _)| name == "EIO") {
+            url.query_pairs_mut()
+                .append_pair("EIO", "4")
+                .append_pair("transport", "websocket");
+        }
+        url.into()
+    }
+
     /// The HTTP base of the instance for its REST API: `ws` → `http`, `wss` →
     /// `https`, without the query; relative paths resolve next to the
     /// WebSocket path (`ws://h/chat/ws` → `http://h/chat/api/...`).
@@ -154,6 +166,17 @@ mod tests {
                 .is_loopback()
         );
         assert!(Endpoint::parse("ws://[::1]:80/ws").unwrap().is_loopback());
+    }
+
+    #[test]
+    fn socketio_urls_get_the_engineio_query() {
+        let e = Endpoint::parse("ws://h:9/socket.io/").unwrap();
+        assert_eq!(
+            e.engineio_url(),
+            "ws://h:9/socket.io/?EIO=4&transport=websocket"
+        );
+        let given = "ws://h:9/socket.io/?EIO=4&transport=websocket";
+        assert_eq!(Endpoint::parse(given).unwrap().engineio_url(), given);
     }
 
     #[test]

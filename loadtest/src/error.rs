@@ -43,6 +43,11 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write the HdrHistogram log to {path}: {source}", path = .path.display())]
+    HdrLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the JSON summary to {path}: {source}", path = .path.display())]
     Json {
         path: PathBuf,

@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::auth::Tokens;
 use crate::cli::{Args, Shard};
 use crate::endpoint::Endpoint;
+use crate::protocol::Protocol;
 use crate::scenario::{RoomSizes, Stages};
 use crate::tls::Tls;
 
@@ -38,12 +39,15 @@ pub struct Target {
 pub struct Plan {
     pub run_id: String,
     pub targets: Vec<Target>,
+    pub protocol: Protocol,
     pub clients: u32,
     pub rooms: u32,
     pub messages: u32,
     pub batch_size: u32,
     pub batch_interval: Duration,
     pub rate: f64,
+    /// `1 / rate`, computed once: every client asks for it on every turn.
+    period: Duration,
     pub closed_loop: bool,
     pub body_size: usize,
     pub source_ips: Option<u8>,
@@ -74,6 +78,7 @@ impl Plan {
         let mut plan = Self {
             run_id,
             targets,
+            protocol: args.protocol,
             clients: args.clients,
             rooms: args.rooms,
             messages: args.messages,
@@ -84,6 +89,7 @@ impl Plan {
             },
             batch_interval: args.batch_interval,
             rate: args.rate,
+            period: Duration::from_secs_f64(1.0 / args.rate),
             closed_loop: args.closed_loop,
             body_size: args.body_size as usize,
             source_ips: args.source_ips,
@@ -148,7 +154,7 @@ impl Plan {
 
     /// Time between two sends of one client.
     pub fn period(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.rate)
+        self.period
     }
 
     /// Offset of a client's first send after its `joined`.

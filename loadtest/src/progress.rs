@@ -35,6 +35,11 @@ impl Progress {
         Self { bar }
     }
 
+    /// Whether the line is shown (it needs the threads' current latencies).
+    pub fn shown(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
     pub fn update(&self, shared: &Shared) {
         if self.bar.is_hidden() {
             return;

@@ -58,6 +58,8 @@ pub struct RunInfo {
     pub batch_interval_s: f64,
     /// `open` (fixed timetable) or `closed` (send after ack).
     pub mode: String,
+    /// `native` or `socketio` (`--protocol`).
+    pub protocol: String,
     pub rate_per_client: f64,
     pub body_size: usize,
     pub started_at_unix_ms: u64,
@@ -246,6 +248,7 @@ impl Summary {
                 batch_size: plan.batch_size,
                 batch_interval_s: plan.batch_interval.as_secs_f64(),
                 mode: if plan.closed_loop { "closed" } else { "open" }.into(),
+                protocol: plan.protocol.name().into(),
                 rate_per_client: plan.rate,
                 body_size: plan.body_size,
                 started_at_unix_ms: i.started_at_unix_ms,
@@ -273,7 +276,11 @@ impl Summary {
                 after_window: c.after_window,
                 acked: c.acked,
                 rejected: c.rejected,
-                unacked: c.sent.saturating_sub(c.acked + c.rejected),
+                // Without acks nothing is awaited: 0, not every send.
+                unacked: match plan.protocol.acks() {
+                    true => c.sent.saturating_sub(c.acked + c.rejected),
+                    false => 0,
+                },
                 offered_rate: rate(c.sent, rec.scheduled.seconds()),
                 achieved_rate: rate(c.sent, rec.written.seconds()),
             },
@@ -475,11 +482,12 @@ impl fmt::Display for Summary {
         let w = &mut out;
         writeln!(
             w,
-            "chat-load {}: {} clients in {} rooms on {} instance(s), {} loop at {}/s per client, {:.1} s{}",
+            "chat-load {}: {} clients in {} rooms on {} {} instance(s), {} loop at {}/s per client, {:.1} s{}",
             r.run_id,
             r.clients,
             r.rooms,
             r.urls.len(),
+            r.protocol,
             r.mode,
             r.rate_per_client,
             r.elapsed_s,
@@ -681,7 +689,7 @@ mod tests {
                 elapsed_s: 1.0,
                 interrupted: false,
             },
-            &threshold::with_defaults(&rules, false),
+            &threshold::with_defaults(&rules, threshold::Defaults::default()),
         )
     }
 

@@ -8,31 +8,34 @@
 //! running, and the report says what was left unfinished.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
+use hdrhistogram::serialization::V2DeflateSerializer;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
-use crate::audit::{self, RoomLedger};
+use crate::audit::{self, Audited, RoomLedger};
 use crate::auth;
 use crate::barrier;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
+use crate::hdr_log::HdrLog;
 use crate::history;
 use crate::plan::{Plan, Target};
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::recorder::Recorder;
 use crate::report::{Inputs, Summary};
 use crate::shard;
 use crate::shared::Shared;
+use crate::stamp_audit;
 use crate::sysres::{self, Usage};
-use crate::threshold;
-use crate::timeseries::{Interval, Merger};
+use crate::timeseries::{JsonLines, Merger, Second};
 use crate::tls::Tls;
-use crate::wire;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -71,27 +74,42 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         tracing::info!(path = %path.display(), "waiting for the start time");
         barrier::wait(path, args.start_timeout).await?;
     }
-    let rules = threshold::with_defaults(&args.thresholds, args.verify_history);
+    let rules = args.rules();
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
 
-    let started_at_unix_ms = SystemTime::now()
+    let started_at = SystemTime::now();
+    let started_at_unix_ms = started_at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let usage_start = Usage::now();
-    let (timeseries, mut seconds) = match &args.timeseries {
-        Some(path) => {
-            let file = File::create(path).map_err(|source| LoadError::Timeseries {
-                path: path.clone(),
-                source,
-            })?;
-            let (sender, receiver) = mpsc::channel();
-            let merger = Merger::new(BufWriter::new(file), threads);
-            (Some(sender), Some((merger, receiver)))
-        }
-        None => (None, None),
+    // Per-second outputs, created before the run so a bad path fails at once.
+    let json = match &args.timeseries {
+        Some(path) => Some(JsonLines(create(path, |e| timeseries_error(args, e))?)),
+        None => None,
     };
-    let shared = Arc::new(Shared::new(plan, threads, timeseries));
+    let mut hdr_file = match &args.hdr_log {
+        Some(path) => Some(create(path, |e| hdr_log_error(args, e))?),
+        None => None,
+    };
+    let mut serializer = V2DeflateSerializer::new();
+    let hdr = match &mut hdr_file {
+        Some(file) => Some(
+            HdrLog::begin(file, &mut serializer, started_at)
+                .map_err(|source| hdr_log_error(args, source))?,
+        ),
+        None => None,
+    };
+    let mut sinks = SecondSinks { json, hdr };
+    let (timeseries, mut seconds) = match sinks.json.is_some() || sinks.hdr.is_some() {
+        true => {
+            let (sender, receiver) = mpsc::channel();
+            (Some(sender), Some((Merger::new(threads), receiver)))
+        }
+        false => (None, None),
+    };
+    let progress = Progress::new(!args.no_progress);
+    let shared = Arc::new(Shared::new(plan, threads, timeseries, progress.shown()));
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
         let shared = shared.clone();
@@ -102,7 +120,6 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         handles.push(handle);
     }
 
-    let progress = Progress::new(!args.no_progress);
     let end = tokio::time::sleep_until(shared.at(shared.plan.end_deadline).into());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(end, ctrl_c);
@@ -118,14 +135,25 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
             _ = tick.tick() => progress.update(&shared),
         }
         if let Some((merger, receiver)) = &mut seconds {
-            write_seconds(args, merger, receiver.try_iter())?;
+            for interval in receiver.try_iter() {
+                sinks.write(args, merger.add(interval))?;
+            }
         }
     }
     if let Some((mut merger, receiver)) = seconds {
-        write_seconds(args, &mut merger, receiver.try_iter())?;
-        merger
-            .finish()
+        for interval in receiver.try_iter() {
+            sinks.write(args, merger.add(interval))?;
+        }
+        sinks.write(args, merger.finish())?;
+    }
+    let SecondSinks { json, hdr } = sinks;
+    drop(hdr);
+    if let Some(JsonLines(mut file)) = json {
+        file.flush()
             .map_err(|source| timeseries_error(args, source))?;
+    }
+    if let Some(file) = &mut hdr_file {
+        file.flush().map_err(|source| hdr_log_error(args, source))?;
     }
     progress.finish();
     let end_us = shared.micros(Instant::now());
@@ -152,13 +180,26 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
         recorder.ack.saturating_record(waited);
         recorder.ack_lower_bounds += 1;
     }
-    let audit = audit::audit(
-        &mut ledgers,
-        members.iter().map(|(room, m)| (*room, m)),
-        &lost,
-        end_us,
-        &mut recorder.delivery,
-    );
+    let by_seq = members.iter().filter_map(|(room, m)| match m {
+        Audited::Seq(member) => Some((*room, member)),
+        Audited::Stamp(_) => None,
+    });
+    let by_stamp = members.iter().filter_map(|(room, m)| match m {
+        Audited::Stamp(member) => Some((*room, member)),
+        Audited::Seq(_) => None,
+    });
+    let audit = match shared.plan.protocol {
+        Protocol::Native => {
+            audit::audit(&mut ledgers, by_seq, &lost, end_us, &mut recorder.delivery)
+        }
+        Protocol::SocketIo => stamp_audit::audit(
+            &mut ledgers,
+            by_stamp,
+            &lost,
+            end_us,
+            &mut recorder.delivery,
+        ),
+    };
     let history = match args.verify_history {
         true => {
             let acked: Vec<_> = ledgers.iter().map(RoomLedger::acked_by_seq).collect();
@@ -190,27 +231,51 @@ fn timeseries_error(args: &Args, source: std::io::Error) -> LoadError {
     }
 }
 
-/// Writes the seconds the threads have finished (see `timeseries`).
-fn write_seconds(
-    args: &Args,
-    merger: &mut Merger<BufWriter<File>>,
-    intervals: impl Iterator<Item = Interval>,
-) -> Result<(), LoadError> {
-    for interval in intervals {
-        merger
-            .add(interval)
-            .map_err(|source| timeseries_error(args, source))?;
+fn hdr_log_error(args: &Args, source: std::io::Error) -> LoadError {
+    LoadError::HdrLog {
+        path: args.hdr_log.clone().unwrap_or_default(),
+        source,
     }
-    Ok(())
+}
+
+/// Creates an output file; `error` names it in the error.
+fn create(
+    path: &Path,
+    error: impl FnOnce(std::io::Error) -> LoadError,
+) -> Result<BufWriter<File>, LoadError> {
+    File::create(path).map(BufWriter::new).map_err(error)
+}
+
+/// Where the finished seconds go: `--timeseries` and `--hdr-log`.
+struct SecondSinks<'a> {
+    json: Option<JsonLines<BufWriter<File>>>,
+    hdr: Option<HdrLog<'a, BufWriter<File>>>,
+}
+
+impl SecondSinks<'_> {
+    fn write(&mut self, args: &Args, seconds: Vec<Second>) -> Result<(), LoadError> {
+        for second in &seconds {
+            if let Some(json) = &mut self.json {
+                json.write(second)
+                    .map_err(|source| timeseries_error(args, source))?;
+            }
+            if let Some(hdr) = &mut self.hdr {
+                hdr.write(second)
+                    .map_err(|source| hdr_log_error(args, source))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks that an endpoint accepts a WebSocket upgrade and serves the
 /// connection before any batch starts, so a wrong address or a wrong (or
 /// missing) JWT secret fails once, clearly, instead of 500 times in the report.
-/// The probe connects like a client (same credential kind), sends a `ping` and
-/// waits for the first frame: any text frame means the server is serving the
-/// connection; a close frame is the refusal (the server checks the credential
-/// right after the upgrade and closes with 1008 when it is bad).
+/// The probe connects like a client (same credential kind), sends a `ping`
+/// (natively; an Engine.IO server speaks first) and waits for the first
+/// frame: any text frame means the server is serving the connection; a close
+/// frame is the refusal (the server checks the credential right after the
+/// upgrade and closes with 1008 when it is bad).
 async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), LoadError> {
     let endpoint = &target.endpoint;
     let unreachable = |reason: String| LoadError::Unreachable {
@@ -224,7 +289,7 @@ async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), Load
         let user = format!("{}-probe", plan.run_id);
         let credential = auth::credential(plan.tokens.as_ref(), &user)
             .map_err(|e| unreachable(format!("cannot mint a token: {e}")))?;
-        let url = endpoint.request_url(&credential, None);
+        let url = plan.protocol.request_url(endpoint, &credential, None);
         let connector = plan.tls.as_ref().map(Tls::connector);
         let (mut ws, _) =
             tokio_tungstenite::client_async_tls_with_config(url, stream, None, connector)
@@ -239,7 +304,9 @@ async fn probe(plan: &Plan, target: &Target, limit: Duration) -> Result<(), Load
                     })
                 })?;
         // A failed write shows up as the close or error read next.
-        let _ = ws.send(Message::text(wire::ping())).await;
+        if let Some(frame) = plan.protocol.probe_frame() {
+            let _ = ws.send(Message::text(frame)).await;
+        }
         let answer = loop {
             match ws.next().await {
                 Some(Ok(Message::Text(_))) => break Ok(()),

@@ -123,6 +123,10 @@ impl RoomSizes {
         self.0.iter().sum()
     }
 
+    pub fn sizes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().copied()
+    }
+
     /// Every client's `(room, index among the room's members)`. Clients are
     /// dealt round-robin over the rooms that still have room, so every batch
     /// touches many rooms and the small rooms fill first.

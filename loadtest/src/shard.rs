@@ -17,13 +17,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::task::{JoinHandle, LocalSet};
 
-use crate::audit::{LostSend, Member, RoomLedger};
+use crate::audit::{Audited, LostSend, RoomLedger};
 use crate::churn;
 use crate::client;
 use crate::error::LoadError;
 use crate::lag_probe;
 use crate::recorder::{Counters, Recorder, latency_histogram};
 use crate::shared::Shared;
+use crate::stamp::Stamp;
 use crate::timeseries::{Counts, Interval, Window};
 
 /// How often a shard publishes its figures for the progress display.
@@ -33,12 +34,24 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     pub index: usize,
     pub recorder: RefCell<Recorder>,
-    /// Delivery latencies since the last publish.
-    pub window: RefCell<Histogram<u64>>,
+    /// Delivery latencies since the last publish, kept only for a shown
+    /// progress line (`Shared::live_latency`).
+    pub window: Option<RefCell<Histogram<u64>>>,
     /// Acked seqs per room, for the lost-acked check.
     pub ledgers: RefCell<Vec<RoomLedger>>,
     /// With `--timeseries`: the latencies of the current second.
     pub second: Option<RefCell<Window>>,
+}
+
+impl Shard {
+    /// Client `stamp.client` of `room` wrote message `stamp` (a protocol
+    /// without acks: the stamp audit owes it to the room).
+    pub fn wrote(&self, room: usize, stamp: Stamp) {
+        self.ledgers.borrow_mut()[room].written(stamp);
+        if let Some(mark) = self.shared.sent.get(stamp.client as usize) {
+            mark.wrote(&stamp);
+        }
+    }
 }
 
 /// What a shard hands back when its clients are done.
@@ -46,7 +59,7 @@ pub struct ShardResult {
     pub recorder: Recorder,
     pub ledgers: Vec<RoomLedger>,
     /// (room index, member) of every client that ran.
-    pub members: Vec<(usize, Member)>,
+    pub members: Vec<(usize, Audited)>,
     /// Sends never answered, and messages due but never sent.
     pub lost: Vec<LostSend>,
 }
@@ -60,7 +73,9 @@ pub fn run(shared: Arc<Shared>, index: usize, threads: usize) -> Result<ShardRes
     let shard = Rc::new(Shard {
         index,
         recorder: RefCell::new(Recorder::default()),
-        window: RefCell::new(latency_histogram()),
+        window: shared
+            .live_latency
+            .then(|| RefCell::new(latency_histogram())),
         ledgers: RefCell::new(vec![RoomLedger::default(); shared.plan.rooms as usize]),
         second: shared.timeseries.as_ref().map(|_| RefCell::default()),
         shared,
@@ -185,5 +200,6 @@ async fn publish(shard: Rc<Shard>) {
 
 fn publish_now(shard: &Shard) {
     let recorder = shard.recorder.borrow();
-    shard.shared.live[shard.index].publish(&recorder, &mut shard.window.borrow_mut());
+    let mut window = shard.window.as_ref().map(RefCell::borrow_mut);
+    shard.shared.live[shard.index].publish(&recorder, window.as_deref_mut());
 }

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::Plan;
+use crate::protocol::Protocol;
 use crate::recorder::{Recorder, latency_histogram};
+use crate::stamp_audit::SentMark;
 use crate::timeseries::Interval;
 
 pub struct Shared {
@@ -31,19 +33,36 @@ pub struct Shared {
     pub connected_to: Vec<AtomicU32>,
     /// With `--timeseries`: where the threads send their finished seconds.
     pub timeseries: Option<mpsc::Sender<Interval>>,
+    /// Whether the threads keep their current delivery latencies for the
+    /// progress line (`Live::window`); not when it is hidden.
+    pub live_latency: bool,
+    /// Socket.IO: what each client has written, by client id (empty for
+    /// the native protocol), for `stamp_audit`'s caught-up check.
+    pub sent: Vec<SentMark>,
 }
 
 impl Shared {
-    pub fn new(plan: Plan, threads: usize, timeseries: Option<mpsc::Sender<Interval>>) -> Self {
+    pub fn new(
+        plan: Plan,
+        threads: usize,
+        timeseries: Option<mpsc::Sender<Interval>>,
+        live_latency: bool,
+    ) -> Self {
         // Every member of the plan counts, also those of other shards: with
         // `--shard` a room is never "all sent" here (the other generators'
         // senders are out of sight), so clients stay until the end deadline.
-        let mut members = vec![0u32; plan.rooms as usize];
-        (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize] += 1);
+        let mut members = vec![Vec::new(); plan.rooms as usize];
+        (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize].push(c));
+        let sent = match plan.protocol {
+            Protocol::Native => Vec::new(),
+            Protocol::SocketIo => (0..plan.clients).map(|_| SentMark::default()).collect(),
+        };
         Self {
             origin: Instant::now(),
             cancel: CancellationToken::new(),
             rooms: members.into_iter().map(RoomState::new).collect(),
+            live_latency,
+            sent,
             live: (0..threads).map(|_| Live::default()).collect(),
             timeseries,
             connected_to: (0..plan.clients)
@@ -65,6 +84,8 @@ impl Shared {
 
 /// Whether a room can still get new messages, and the highest seq acked in it.
 pub struct RoomState {
+    /// Client ids of the room's members, ascending.
+    pub members: Vec<u32>,
     max_acked: AtomicU64,
     /// Members that have not finished sending (and receiving their acks).
     senders: AtomicU32,
@@ -72,11 +93,13 @@ pub struct RoomState {
 }
 
 impl RoomState {
-    fn new(members: u32) -> Self {
+    fn new(members: Vec<u32>) -> Self {
+        let count = members.len() as u32;
         Self {
+            members,
             max_acked: AtomicU64::new(0),
-            senders: AtomicU32::new(members),
-            all_sent: watch::Sender::new(members == 0),
+            senders: AtomicU32::new(count),
+            all_sent: watch::Sender::new(count == 0),
         }
     }
 
@@ -122,11 +145,16 @@ impl Default for Live {
 }
 
 impl Live {
-    pub fn publish(&self, recorder: &Recorder, window: &mut Histogram<u64>) {
+    /// Publishes the counters and, when kept, the latencies since the last
+    /// publish (`window`, then emptied).
+    pub fn publish(&self, recorder: &Recorder, window: Option<&mut Histogram<u64>>) {
         let c = &recorder.counters;
         self.open.store(c.open, Ordering::Relaxed);
         self.sent.store(c.sent, Ordering::Relaxed);
         self.messages.store(c.messages, Ordering::Relaxed);
+        let Some(window) = window else {
+            return;
+        };
         if let Ok(mut shared) = self.window.lock() {
             std::mem::swap(&mut *shared, window);
         }

@@ -83,15 +83,20 @@ impl Stamp {
 
 /// The decimal number at the start of `text` (at least one digit, no sign, no
 /// overflow) and what follows it.
-fn leading_number(text: &[u8]) -> Option<(u64, &[u8])> {
+pub(crate) fn leading_number(text: &[u8]) -> Option<(u64, &[u8])> {
     let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let value = text[..digits].iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })?;
-    Some((value, &text[digits..]))
+    let (head, rest) = text.split_at(digits);
+    let value = match digits {
+        0 => return None,
+        // Below 10^19: no u64 overflow possible, so no checks per digit.
+        1..=19 => head
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
+        _ => head.iter().try_fold(0u64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?,
+    };
+    Some((value, rest))
 }
 
 #[cfg(test)]

@@ -240,6 +240,19 @@ pub const DEFAULTS: [&str; 9] = [
     "stamp_conflicts==0",
 ];
 
+/// The defaults that exist only for a protocol with acks (and seqs).
+const ACK_DEFAULTS: [&str; 5] = [
+    "unacked==0",
+    "duplicate_acks==0",
+    "seq_conflicts==0",
+    "stamp_conflicts==0",
+    "lost_acked==0",
+];
+
+/// Defaults added for a protocol without acks (`--protocol socketio`) when
+/// messages are planned: with nothing acked, a run must at least deliver.
+pub const NO_ACK_DEFAULTS: [&str; 1] = ["delivered>0"];
+
 /// Defaults added by `--verify-history`.
 pub const HISTORY_DEFAULTS: [&str; 3] = [
     "history_missing==0",
@@ -252,17 +265,40 @@ pub fn needs_history(metric: &str) -> bool {
     metric.starts_with("history_")
 }
 
+/// What decides the default rules of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defaults {
+    pub verify_history: bool,
+    /// The protocol has no acks (`--protocol socketio`).
+    pub no_acks: bool,
+    /// Messages are planned (`--messages` above 0).
+    pub messages: bool,
+}
+
 /// The rules a run is judged by: the user's, plus the defaults for metrics the
 /// user did not mention ([`DEFAULTS`], and [`HISTORY_DEFAULTS`] when the
-/// history is verified), plus `lost_acked==0`, which always applies.
-pub fn with_defaults(user: &[Threshold], verify_history: bool) -> Vec<Threshold> {
+/// history is verified), plus `lost_acked==0`, which always applies. Without
+/// acks the ack rules are left out (they would hold trivially) and
+/// [`NO_ACK_DEFAULTS`] apply instead when messages are planned.
+pub fn with_defaults(user: &[Threshold], defaults: Defaults) -> Vec<Threshold> {
     let mut rules = user.to_vec();
-    let history: &[&str] = if verify_history {
+    let history: &[&str] = if defaults.verify_history {
         &HISTORY_DEFAULTS
     } else {
         &[]
     };
-    for default in DEFAULTS.iter().chain(history).chain(&["lost_acked==0"]) {
+    let no_acks: &[&str] = if defaults.no_acks && defaults.messages {
+        &NO_ACK_DEFAULTS
+    } else {
+        &[]
+    };
+    let all = DEFAULTS
+        .iter()
+        .chain(history)
+        .chain(no_acks)
+        .chain(&["lost_acked==0"])
+        .filter(|rule| !(defaults.no_acks && ACK_DEFAULTS.contains(rule)));
+    for default in all {
         let rule = Threshold::parse(default).expect("built-in rules parse");
         let overridden =
             rule.metric != "lost_acked" && user.iter().any(|t| t.metric == rule.metric);
@@ -329,9 +365,13 @@ mod tests {
 
     #[test]
     fn defaults_apply_unless_overridden() {
-        let rules = |user: &[&str], history: bool| -> Vec<String> {
+        let rules = |user: &[&str], verify_history: bool| -> Vec<String> {
             let user: Vec<_> = user.iter().map(|r| Threshold::parse(r).unwrap()).collect();
-            with_defaults(&user, history)
+            let defaults = Defaults {
+                verify_history,
+                ..Defaults::default()
+            };
+            with_defaults(&user, defaults)
                 .into_iter()
                 .map(|t| t.rule)
                 .collect()
@@ -360,5 +400,34 @@ mod tests {
         let verified = rules(&[], true);
         assert_eq!(verified.len(), all.len() + HISTORY_DEFAULTS.len());
         assert!(verified.iter().any(|r| r == "history_missing==0"));
+    }
+
+    #[test]
+    fn without_acks_a_run_must_deliver_instead() {
+        let rules = |messages: bool| -> Vec<String> {
+            let defaults = Defaults {
+                no_acks: true,
+                messages,
+                ..Defaults::default()
+            };
+            with_defaults(&[], defaults)
+                .into_iter()
+                .map(|t| t.rule)
+                .collect()
+        };
+        let socketio = rules(true);
+        for ack_rule in ACK_DEFAULTS {
+            assert!(!socketio.iter().any(|r| r == ack_rule), "{ack_rule}");
+        }
+        for kept in [
+            "missing==0",
+            "duplicated==0",
+            "out_of_order==0",
+            "unsent==0",
+        ] {
+            assert!(socketio.iter().any(|r| r == kept), "{kept}");
+        }
+        assert!(socketio.iter().any(|r| r == "delivered>0"));
+        assert!(!rules(false).iter().any(|r| r == "delivered>0"));
     }
 }

@@ -4,10 +4,10 @@
 //! recorder ([`Window`]) and, at every whole second since the run's origin,
 //! hands the finished second over ([`Interval`]: counter deltas and the two
 //! histograms) through a channel. The main thread merges the threads'
-//! intervals of one second and writes its line once every thread has
-//! reported it ([`Merger`]), so memory stays a few intervals in flight
-//! whatever the run's length. An event counts in the second during which its
-//! thread handled it.
+//! intervals of one second ([`Merger`]) and, once every thread has reported
+//! it, writes its line ([`JsonLines`]) and, with `--hdr-log`, its histograms
+//! (`hdr_log`), so memory stays a few intervals in flight whatever the run's
+//! length. An event counts in the second during which its thread handled it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -110,24 +110,31 @@ impl Line {
     }
 }
 
-/// Merges the threads' intervals and writes each second once all threads
-/// have reported it (or at the end, whatever arrived).
-pub struct Merger<W: Write> {
-    out: W,
+/// One second of the run, merged over the threads.
+pub struct Second {
+    /// Seconds since the origin at its end (1 for the first).
+    pub t: u64,
+    pub counts: Counts,
+    pub window: Window,
+}
+
+/// Merges the threads' intervals into seconds, handed out once all threads
+/// have reported them (or at the end, whatever arrived).
+pub struct Merger {
     threads: usize,
     pending: BTreeMap<u64, (usize, Counts, Window)>,
 }
 
-impl<W: Write> Merger<W> {
-    pub fn new(out: W, threads: usize) -> Self {
+impl Merger {
+    pub fn new(threads: usize) -> Self {
         Self {
-            out,
             threads,
             pending: BTreeMap::new(),
         }
     }
 
-    pub fn add(&mut self, interval: Interval) -> std::io::Result<()> {
+    /// Adds one thread's interval; returns the seconds now complete, in order.
+    pub fn add(&mut self, interval: Interval) -> Vec<Second> {
         let entry = self
             .pending
             .entry(interval.second)
@@ -135,29 +142,34 @@ impl<W: Write> Merger<W> {
         entry.0 += 1;
         entry.1.add(&interval.counts);
         merge_into(&mut entry.2, &interval.window);
-        // Write every leading second that is complete, in order.
+        let mut complete = Vec::new();
         while let Some(entry) = self.pending.first_entry() {
             if entry.get().0 < self.threads {
                 break;
             }
-            let (second, (_, counts, window)) = entry.remove_entry();
-            self.write(second, counts, &window)?;
+            let (t, (_, counts, window)) = entry.remove_entry();
+            complete.push(Second { t, counts, window });
         }
-        Ok(())
+        complete
     }
 
-    /// Writes what is left, in order, and flushes.
-    pub fn finish(mut self) -> std::io::Result<()> {
-        for (second, (_, counts, window)) in std::mem::take(&mut self.pending) {
-            self.write(second, counts, &window)?;
-        }
-        self.out.flush()
+    /// The seconds left, in order.
+    pub fn finish(self) -> Vec<Second> {
+        self.pending
+            .into_iter()
+            .map(|(t, (_, counts, window))| Second { t, counts, window })
+            .collect()
     }
+}
 
-    fn write(&mut self, second: u64, counts: Counts, window: &Window) -> std::io::Result<()> {
-        let line = serde_json::to_string(&Line::new(second, counts, window))
+/// The `--timeseries` file: one [`Line`] per second.
+pub struct JsonLines<W: Write>(pub W);
+
+impl<W: Write> JsonLines<W> {
+    pub fn write(&mut self, second: &Second) -> std::io::Result<()> {
+        let line = serde_json::to_string(&Line::new(second.t, second.counts, &second.window))
             .expect("plain numbers always serialize");
-        writeln!(self.out, "{line}")
+        writeln!(self.0, "{line}")
     }
 }
 
@@ -198,13 +210,16 @@ mod tests {
 
     #[test]
     fn a_second_is_written_once_every_thread_reported_it() {
-        let mut out = Vec::new();
-        let mut merger = Merger::new(&mut out, 2);
-        merger.add(interval(1, 3, &[1_000])).unwrap();
-        merger.add(interval(2, 5, &[])).unwrap();
-        merger.add(interval(1, 4, &[3_000])).unwrap();
-        merger.finish().unwrap();
-        let lines = lines(&out);
+        let mut merger = Merger::new(2);
+        assert!(merger.add(interval(1, 3, &[1_000])).is_empty());
+        assert!(merger.add(interval(2, 5, &[])).is_empty());
+        let complete = merger.add(interval(1, 4, &[3_000]));
+        assert_eq!(complete.len(), 1);
+        let mut out = JsonLines(Vec::new());
+        for second in complete.iter().chain(&merger.finish()) {
+            out.write(second).unwrap();
+        }
+        let lines = lines(&out.0);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["t"], 1);
         assert_eq!(lines[0]["delivered"], 7);

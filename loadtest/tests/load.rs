@@ -15,7 +15,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -517,12 +522,16 @@ fn the_time_series_accounts_for_every_event_once() {
     let dir = TempDir::new();
     let cluster = Cluster::embedded(&dir);
     let path = dir.file("series.jsonl");
-    let run = Load::new(
-        &cluster.urls(),
-        &["--timeseries", &path, "--threads", "2"],
-        &dir,
-    )
-    .run();
+    let hdr_path = dir.file("latency.hlog");
+    let args = [
+        "--timeseries",
+        &path,
+        "--hdr-log",
+        &hdr_path,
+        "--threads",
+        "2",
+    ];
+    let run = Load::new(&cluster.urls(), &args, &dir).run();
     assert_complete(&run);
     let text = std::fs::read_to_string(&path).expect("the time series was written");
     let lines: Vec<Value> = text
@@ -550,6 +559,30 @@ fn the_time_series_accounts_for_every_event_once() {
     ] {
         assert!(busy[key].is_number(), "{key} in {busy}");
     }
+    // The HdrHistogram log holds the same seconds, with every timed sample.
+    let log = std::fs::read(&hdr_path).expect("the HdrHistogram log was written");
+    let mut samples = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    for entry in IntervalLogIterator::new(&log) {
+        let LogEntry::Interval(interval) = entry.expect("a valid interval log") else {
+            continue;
+        };
+        let bytes = STANDARD.decode(interval.encoded_histogram()).unwrap();
+        let histogram: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .expect("a V2 compressed histogram");
+        let tag = interval.tag().expect("tagged").as_str().to_owned();
+        let (seconds, count) = samples.entry(tag).or_default();
+        *seconds += 1;
+        *count += histogram.len();
+    }
+    let timed = |family: &str| {
+        run.u64(&format!("/latency_ms/{family}/count"))
+            - run.u64(&format!("/latency_ms/{family}/lower_bounds"))
+    };
+    let n = lines.len() as u64;
+    assert_eq!(samples["delivery"], (n, timed("delivery")));
+    assert_eq!(samples["ack"], (n, timed("ack")));
+    assert!(timed("delivery") > 0);
 }
 
 #[test]

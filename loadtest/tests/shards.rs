@@ -176,7 +176,13 @@ fn shards_merge_to_the_counts_of_one_run() {
         );
     }
 
-    let rules = threshold::with_defaults(&[Threshold::parse("delivery.count>0").unwrap()], false);
+    let defaults = threshold::Defaults {
+        verify_history: false,
+        no_acks: false,
+        messages: true,
+    };
+    let rules =
+        threshold::with_defaults(&[Threshold::parse("delivery.count>0").unwrap()], defaults);
     let merged = merge::merge(&results, &rules).unwrap();
     assert!(merged.passed, "{merged}");
     assert!(merged.histograms.is_none() && merged.run.shard.is_none());

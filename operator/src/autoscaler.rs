@@ -11,6 +11,13 @@
 //! reconnect at once to the rest. `behavior.scaleDown` therefore waits out a
 //! stabilization window and removes at most one pod per period, so a dip in
 //! load never drops many pods' connections together.
+//!
+//! With `targetConnectionsPerPod` the HPA also gets the Pods metric
+//! [`CONNECTIONS_METRIC`], in addition to the CPU target, not instead of it: the
+//! HPA computes a replica count per metric and takes the largest, so a pod
+//! full of idle WebSockets and a pod busy with few both get help. The metric
+//! reaches the HPA through the PodMonitor and prometheus-adapter rule of
+//! k8s/monitoring/ (README, "Monitoring and autoscaling on connections").
 
 use crds::ChatCluster;
 use k8s_openapi::api::autoscaling::v2::{

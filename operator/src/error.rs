@@ -53,6 +53,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::metric_label`]: the metric shows each reason at
+    /// zero from the start, so `rate()` over it and dashboards find a series
+    /// before the first failure of that kind.
+    pub const METRIC_LABELS: &[&str] = &[
+        "kube",
+        "invalid_spec",
+        "missing_secret",
+        "finalizer",
+        "crd_not_installed",
+        "input",
+        "election",
+    ];
+
     /// A bounded label for the `errors by reason` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -101,5 +114,31 @@ mod tests {
             inner,
         )));
         assert_eq!(e.metric_label(), "missing_secret");
+    }
+
+    #[test]
+    fn metric_labels_lists_every_label_once() {
+        let one_of_each = [
+            Error::Children(vec![]),
+            Error::InvalidSpec {
+                name: "demo".into(),
+                problems: vec![],
+            },
+            Error::MissingSecret {
+                backend: "postgres",
+                secret: "pg".into(),
+                reason: "not found".into(),
+            },
+            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
+            Error::CrdNotInstalled("x".into()),
+            Error::Election("x".into()),
+            Error::Input("x".into()),
+        ];
+        let mut labels: Vec<&str> = one_of_each.iter().map(Error::metric_label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let mut listed = Error::METRIC_LABELS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(labels, listed);
     }
 }

@@ -39,7 +39,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use loadtest::Summary;
-use loadtest::threshold::{self, Threshold};
+use loadtest::threshold::Threshold;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -420,7 +420,7 @@ impl Generators {
         parsed.resolve()?;
         Ok(Self {
             parallelism: n,
-            rules: threshold::with_defaults(&parsed.thresholds, false),
+            rules: parsed.rules(),
             args,
         })
     }

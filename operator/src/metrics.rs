@@ -38,8 +38,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers the metrics under the `chatback_operator` prefix.
+    /// Registers the metrics under the `chatback_operator` prefix, with every
+    /// failure reason at zero (an empty family is not exposed at all).
     pub fn register(self, registry: &mut Registry) -> Self {
+        for reason in Error::METRIC_LABELS {
+            let _ = self.failures.get_or_create(&ErrorLabels { reason });
+        }
         let sub = registry.sub_registry_with_prefix("chatback_operator");
         sub.register("reconciliations", "Reconciliations run", self.runs.clone());
         sub.register(
@@ -89,6 +93,22 @@ impl Drop for ReconcileTimer {
 mod tests {
     use super::*;
     use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn every_failure_reason_is_exposed_before_it_happens() {
+        let mut registry = Registry::default();
+        let _metrics = Metrics::default().register(&mut registry);
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        for reason in Error::METRIC_LABELS {
+            assert!(
+                out.contains(&format!(
+                    "chatback_operator_reconciliation_errors_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{reason} missing in {out}"
+            );
+        }
+    }
 
     #[test]
     fn exposes_runs_errors_and_durations() {

@@ -336,6 +336,81 @@ mod tests {
         crate::meta::test_cluster()
     }
 
+    /// Every variable the operator gives the chat-server container, with the
+    /// value it would have in the pod (`valueFrom` sources get a value of the
+    /// shape their Secret or field holds).
+    fn container_env(cc: &ChatCluster) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = config_map(cc).data.into_iter().flatten().collect();
+        for var in env(&deployment(cc, "hash")) {
+            let value = match (var.value, var.name.as_str()) {
+                (Some(value), _) => value,
+                (None, "CHAT_INSTANCE_ID") => "demo-7d9f8-abcde".into(),
+                (None, "REDIS_URL") => "redis://:pw@demo-redis.ns.svc:6379/".into(),
+                (None, "DATABASE_URL") => {
+                    "postgres://chat:pw@demo-postgres.ns.svc:5432/chat".into()
+                }
+                (None, "CHAT_JWT_SECRET") => "a-generated-key".into(),
+                (None, other) => panic!("no sample value for {other}"),
+            };
+            vars.push((var.name, value));
+        }
+        vars
+    }
+
+    /// The contract between this crate and chat-server: each variable is a
+    /// setting of `chat_server::Config` (or one the binary reads for logging), and
+    /// the values parse and pass the server's own validation.
+    #[test]
+    fn every_env_var_is_a_chat_server_setting_with_a_valid_value() {
+        use clap::{CommandFactory, Parser};
+        use std::ffi::OsStr;
+        let mut tuned = cluster();
+        tuned.spec.server.auth.enabled = true;
+        tuned.spec.server.limits = crds::ServerLimits {
+            max_connections: Some(20_000),
+            max_frame_bytes: Some(65_536),
+            max_body_bytes: Some(4_096),
+            rate_per_sec: Some(20),
+            rate_burst: Some(40),
+            outbound_queue: Some(512),
+            max_rooms_per_connection: Some(10),
+            history_max_limit: Some(100),
+            presence_ttl_secs: Some(30),
+            shutdown_grace_secs: Some(20),
+        };
+        let command = chat_server::Config::command();
+        for cc in [cluster(), tuned] {
+            let mut argv = vec!["chat-server".to_string()];
+            for (name, value) in container_env(&cc) {
+                match name.as_str() {
+                    // Read by the binary's logging setup, not by Config.
+                    "RUST_LOG" => {
+                        tracing_subscriber::EnvFilter::try_new(&value).expect("a valid RUST_LOG");
+                        continue;
+                    }
+                    "LOG_FORMAT" => {
+                        assert_eq!(value, "json");
+                        continue;
+                    }
+                    _ => {}
+                }
+                let arg = command
+                    .get_arguments()
+                    .find(|a| a.get_env() == Some(OsStr::new(&name)))
+                    .unwrap_or_else(|| panic!("{name} is not an env of chat_server::Config"));
+                argv.push(format!("--{}", arg.get_long().expect("a long flag")));
+                argv.push(value);
+            }
+            let config = chat_server::Config::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"));
+            config
+                .validate()
+                .expect("the chat-server accepts the values");
+            assert!(config.redis_url.is_some() && config.database_url.is_some());
+            assert_eq!(config.jwt_secret.is_some(), cc.spec.server.auth.enabled);
+        }
+    }
+
     fn hash_of(cc: &ChatCluster, creds: &Credentials) -> String {
         config_hash(&config_map(cc), creds, cc, &ExternalInputs::default())
     }

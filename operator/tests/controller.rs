@@ -586,6 +586,51 @@ async fn switching_features_off_removes_their_children() {
     .await;
 }
 
+/// `autoscaling.targetConnectionsPerPod` adds the `chat_connections` Pods
+/// metric (what k8s/monitoring/'s prometheus-adapter rule serves) next to the
+/// CPU target, follows edits, and goes when unset.
+#[tokio::test]
+async fn a_connections_target_adds_the_pods_metric_to_the_autoscaler() {
+    let h = start().await;
+    create(
+        &h,
+        "demo",
+        json!({"autoscaling": {"targetConnectionsPerPod": 2000}}),
+    )
+    .await;
+    let hpa_metrics = |count: usize| {
+        h.child("autoscaling", "horizontalpodautoscalers", "demo")
+            .map(|hpa| hpa["spec"]["metrics"].clone())
+            .filter(|m| m.as_array().is_some_and(|a| a.len() == count))
+    };
+    let cpu = json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}});
+    let connections = |target: &str| json!({"type": "Pods", "pods": {"metric": {"name": "chat_connections"}, "target": {"type": "AverageValue", "averageValue": target}}});
+    let metrics = eventually("the HPA with two metrics", || hpa_metrics(2)).await;
+    assert_eq!(metrics, json!([cpu, connections("2000")]));
+
+    patch_spec(
+        &h,
+        "demo",
+        json!({"autoscaling": {"targetConnectionsPerPod": 500}}),
+    )
+    .await
+    .expect("patch");
+    eventually("the HPA to follow the new target", || {
+        hpa_metrics(2).filter(|m| m[1] == connections("500"))
+    })
+    .await;
+
+    patch_spec(
+        &h,
+        "demo",
+        json!({"autoscaling": {"targetConnectionsPerPod": null}}),
+    )
+    .await
+    .expect("patch");
+    let metrics = eventually("the connections metric to go", || hpa_metrics(1)).await;
+    assert_eq!(metrics, json!([cpu]));
+}
+
 #[tokio::test]
 async fn external_postgres_waits_for_its_secret_and_drops_the_managed_one() {
     let h = start().await;

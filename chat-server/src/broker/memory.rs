@@ -88,7 +88,7 @@ impl Broker for MemoryBroker {
         Box::pin(async { Ok(()) })
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async { Ok(()) })
     }
 }

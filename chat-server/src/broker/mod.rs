@@ -99,8 +99,8 @@ pub trait Broker: Send + Sync + 'static {
     /// Raises the room's counter to at least `floor`, creating it if missing.
     fn raise_seq<'a>(&'a self, room: &'a str, floor: u64)
     -> BoxFuture<'a, Result<(), BrokerError>>;
-    /// `Err(reason)` when the broker is not usable.
-    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// `Err` when the broker is not usable (for readiness).
+    fn check(&self) -> BoxFuture<'_, Result<(), BrokerError>>;
 }
 
 /// Wire form of a presence event: `P<node>|<conn>\n<frame>`. Message events are the

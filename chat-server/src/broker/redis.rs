@@ -226,17 +226,14 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            let ping: Result<String, _> = self
+            let _: String = self
                 .commands
                 .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
-                .await;
-            if let Err(e) = ping {
-                return Err(format!("redis unreachable: {e}"));
-            }
+                .await?;
             if !*self.pubsub_up.borrow() {
-                return Err("redis pub/sub connection is down".into());
+                return Err(BrokerError::Disconnected);
             }
             Ok(())
         })

@@ -23,13 +23,22 @@ pub enum PresenceError {
     Redis(#[from] ::redis::RedisError),
 }
 
+/// The contract of a presence implementation:
+/// - `add` and `remove` are idempotent set operations keyed by `(room, conn)`:
+///   repeating one after an error whose outcome is unknown is safe;
+/// - an `Err` means the change may not have reached the shared view; the local
+///   view ([`Local`]) is always updated, and the Redis heartbeat re-asserts it, so
+///   a failed `add` heals within one heartbeat and a failed `remove` within the TTL;
+/// - entries of an instance that stopped heartbeating vanish within the TTL.
 pub trait Presence: Send + Sync + 'static {
+    /// Records that connection `conn` of `user` is in `room`.
     fn add<'a>(
         &'a self,
         room: &'a str,
         conn: u64,
         user: &'a str,
     ) -> BoxFuture<'a, Result<(), PresenceError>>;
+    /// Forgets connection `conn` in `room`.
     fn remove<'a>(&'a self, room: &'a str, conn: u64) -> BoxFuture<'a, Result<(), PresenceError>>;
     /// Sorted, distinct user names in the room on every instance, as of a moment
     /// after the call began (so it includes a preceding `add` of the caller).

@@ -8,7 +8,9 @@
 //! itself ([`StoreError::is_permanent`]), retrying cannot help: the batch is written
 //! row by row and only the poison row's sender gets an error, so one bad row never
 //! stalls other rooms. On shutdown the queue is closed and drained, so everything
-//! accepted is flushed before the process exits.
+//! accepted is flushed before the process exits. If the store is still down when
+//! the grace period is about to end (`give_up`), the rows still held are pushed to
+//! the [`spill`](super::spill) instead, for another instance to store.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::spill::RedisSpill;
 use super::{BoxFuture, HistoryStore, StoreError};
 use crate::metrics::Metrics;
 use crate::protocol::ChatMessage;
@@ -71,13 +74,20 @@ impl Slot<'_> {
     }
 }
 
+/// When the batcher stops: `shutdown` closes the queue (what is in it still
+/// drains); `give_up` makes it stop retrying a down store and spill instead.
+pub struct Stop {
+    pub shutdown: CancellationToken,
+    pub give_up: CancellationToken,
+}
+
 impl Batcher {
     pub fn spawn(
         store: Arc<dyn HistoryStore>,
-        max_batch: usize,
-        queue: usize,
+        (max_batch, queue): (usize, usize),
         metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
+        spill: Option<RedisSpill>,
+        stop: Stop,
     ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let down = Arc::new(AtomicBool::new(false));
@@ -87,7 +97,10 @@ impl Batcher {
             max_batch: max_batch.max(1),
             metrics,
             down: down.clone(),
+            spill,
+            give_up: stop.give_up,
         };
+        let shutdown = stop.shutdown;
         let handle = tokio::spawn(worker.run(shutdown));
         (Batcher { tx, down }, handle)
     }
@@ -110,6 +123,14 @@ enum Written {
     Existed,
     /// The store refused the row itself.
     Refused(String),
+}
+
+/// Why a store operation gave no result.
+enum Failed {
+    /// The store refused the data ([`StoreError::is_permanent`]).
+    Refused(StoreError),
+    /// The store was down when the batcher was told to give up.
+    GaveUp,
 }
 
 impl Written {
@@ -136,6 +157,8 @@ struct Worker {
     max_batch: usize,
     metrics: Arc<Metrics>,
     down: Arc<AtomicBool>,
+    spill: Option<RedisSpill>,
+    give_up: CancellationToken,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -172,7 +195,14 @@ impl Worker {
     /// Writes one batch and resolves each job's commit.
     async fn commit(&self, batch: &mut Vec<Job>) {
         let rows: Vec<ChatMessage> = batch.iter().map(|j| j.msg.clone()).collect();
-        let written = self.write(&rows).await;
+        let written = if self.give_up.is_cancelled() && self.down.load(Ordering::Relaxed) {
+            Err(Failed::GaveUp)
+        } else {
+            self.write(&rows).await
+        };
+        let Ok(written) = written else {
+            return self.spill(&rows, batch).await;
+        };
         self.metrics.persist_batch.observe(rows.len() as f64);
         for (job, written) in batch.drain(..).zip(written) {
             let outcome = match written {
@@ -193,7 +223,8 @@ impl Worker {
                         tracing::error!(room = %job.msg.room, seq = job.msg.seq, "seq conflict in the history store");
                         Err(CommitError::Conflict(job.msg.seq))
                     }
-                    Err(e) => Err(CommitError::Refused(e.to_string())),
+                    Err(Failed::Refused(e)) => Err(CommitError::Refused(e.to_string())),
+                    Err(Failed::GaveUp) => Err(CommitError::Aborted),
                 },
             };
             self.metrics
@@ -207,29 +238,55 @@ impl Worker {
     /// Inserts `rows`, retrying transient errors. When the store refuses the batch
     /// itself (a poison row), the rows are written one by one, so only the row the
     /// store cannot hold is refused and every other room's messages commit.
-    async fn write(&self, rows: &[ChatMessage]) -> Vec<Written> {
+    async fn write(&self, rows: &[ChatMessage]) -> Result<Vec<Written>, Failed> {
         let refused = match self.retry(|| self.store.insert(rows)).await {
-            Ok(inserted) => return Written::classify(rows, inserted),
-            Err(e) => e,
+            Ok(inserted) => return Ok(Written::classify(rows, inserted)),
+            Err(Failed::Refused(e)) => e,
+            Err(Failed::GaveUp) => return Err(Failed::GaveUp),
         };
         if rows.len() == 1 {
             tracing::warn!(room = %rows[0].room, seq = rows[0].seq, error = %refused, "the history store refused a message");
-            return vec![Written::Refused(refused.to_string())];
+            return Ok(vec![Written::Refused(refused.to_string())]);
         }
         tracing::warn!(rows = rows.len(), error = %refused, "the history store refused a batch; writing its rows one by one");
         let mut written = Vec::with_capacity(rows.len());
         for row in rows {
-            written.extend(Box::pin(self.write(std::slice::from_ref(row))).await);
+            written.extend(Box::pin(self.write(std::slice::from_ref(row))).await?);
         }
-        written
+        Ok(written)
+    }
+
+    /// The store is down and the grace period is ending: hands the rows to the
+    /// spill (or counts them lost without one). Their senders are not acked.
+    async fn spill(&self, rows: &[ChatMessage], batch: &mut Vec<Job>) {
+        match &self.spill {
+            Some(spill) => match spill.push(rows).await {
+                Ok(()) => tracing::warn!(
+                    rows = rows.len(),
+                    "history store down at shutdown; spilled pending writes to Redis for another instance to store"
+                ),
+                Err(e) => tracing::error!(
+                    rows = rows.len(),
+                    error = %e,
+                    "history store down at shutdown and the spill failed; pending writes lost"
+                ),
+            },
+            None => tracing::error!(
+                rows = rows.len(),
+                "history store down at shutdown and no Redis to spill to; pending writes lost"
+            ),
+        }
+        for job in batch.drain(..) {
+            let _ = job.done.send(Err(CommitError::Aborted));
+        }
     }
 
     /// Runs a store operation until it succeeds or fails permanently, marking the
-    /// store down while it fails transiently.
+    /// store down while it fails transiently, until told to give up.
     async fn retry<'a, T>(
         &self,
         op: impl Fn() -> BoxFuture<'a, Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Failed> {
         let mut backoff = BACKOFF_MIN;
         loop {
             match op().await {
@@ -240,11 +297,14 @@ impl Worker {
                 // The store answered: it is up, it just cannot hold this data.
                 Err(e) if e.is_permanent() => {
                     self.set_down(false, None);
-                    return Err(e);
+                    return Err(Failed::Refused(e));
                 }
                 Err(e) => {
                     self.set_down(true, Some(&e.to_string()));
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.give_up.cancelled() => return Err(Failed::GaveUp),
+                    }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -344,10 +404,13 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (b, handle) = Batcher::spawn(
             store.clone(),
-            100,
-            1000,
+            (100, 1000),
             Arc::new(Metrics::new()),
-            shutdown.clone(),
+            None,
+            Stop {
+                shutdown: shutdown.clone(),
+                give_up: CancellationToken::new(),
+            },
         );
 
         store.fail.store(true, Ordering::SeqCst);

@@ -48,6 +48,15 @@ pub struct Range {
     pub limit: u32,
 }
 
+/// The contract of a history store:
+/// - a row is keyed by `(room, seq)` and never changes once stored: `insert` skips
+///   keys that exist, so repeating an insert whose outcome is unknown is safe, and
+///   the first writer of a key wins (a commit, or a reader's tombstone);
+/// - a successful `insert` is durable (for PostgreSQL, committed with the server's
+///   `synchronous_commit`), and every later read on any instance sees it;
+/// - an `Err` from `insert` means nothing or everything of that call was stored:
+///   [`StoreError::is_permanent`] tells whether retrying can help;
+/// - reads return rows in seq order and never invent or reorder seqs.
 pub trait HistoryStore: Send + Sync + 'static {
     /// Inserts rows, skipping keys that exist; returns the (room, seq) keys inserted.
     fn insert(&self, rows: &[ChatMessage])
@@ -165,4 +174,5 @@ pub(crate) use history_reads;
 
 pub mod batcher;
 pub mod postgres;
+pub mod spill;
 pub mod sqlite;
