@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Lints the deploy path with the real tools (called by scripts/test.sh):
-#   - hadolint on both Dockerfiles, failing on any finding, even style;
+#   - hadolint on the Dockerfiles, failing on any finding, even style;
 #   - the Docker build context and build commands match the workspace;
-#   - the CRD copy in k8s/ equals the generated crds/chatcluster.yaml;
+#   - the CRD copies in k8s/base/ equal the generated crds/*.yaml;
 #   - `kubectl kustomize k8s/`, `k8s/namespaced/` and `k8s/monitoring/` build;
 #   - every manifest under k8s/ and crds/, and the kustomize output, is valid
 #     for Kubernetes 1.30 and 1.33 (kubernetes-validate --strict for built-in
-#     kinds; ChatClusters against the CRD's schema, defaults and CEL rules);
+#     kinds; ChatClusters and ChatLoadTests against their CRD's schema,
+#     defaults and CEL rules);
 #   - every example under k8s/examples/invalid/ is rejected, for its reason;
-#   - `operator render` of every valid example prints objects that pass the
+#   - `operator render` of every ChatCluster example prints objects that pass the
 #     same validation;
 #   - checkov finds no failed check in k8s/, the Dockerfiles and the rendered
 #     objects.
@@ -19,7 +20,9 @@ cd "$(dirname "$0")/.."
 
 here=scripts/lint-k8s
 kube_versions=(-k 1.30.0 -k 1.33.0)
-crd=crds/chatcluster.yaml
+crds=(crds/chatcluster.yaml crds/chatloadtest.yaml)
+crd_args=(--crd crds/chatcluster.yaml --crd crds/chatloadtest.yaml)
+dockerfiles=(Dockerfile.server Dockerfile.operator Dockerfile.loadtest)
 
 fail() { echo "lint-k8s: $*" >&2; exit 1; }
 
@@ -47,14 +50,16 @@ work=$(mktemp -d /tmp/chatback-lint-k8s.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 # --- Dockerfiles -------------------------------------------------------------
-"$venv/bin/hadolint" --no-color --failure-threshold style Dockerfile.server Dockerfile.operator \
+"$venv/bin/hadolint" --no-color --failure-threshold style "${dockerfiles[@]}" \
   || fail "hadolint found issues in the Dockerfiles"
-"$py" "$here/dockerfiles.py" Dockerfile.server Dockerfile.operator
-echo "hadolint: Dockerfile.server, Dockerfile.operator clean"
+"$py" "$here/dockerfiles.py" "${dockerfiles[@]}"
+echo "hadolint: ${dockerfiles[*]} clean"
 
 # --- manifests ---------------------------------------------------------------
-cmp -s "$crd" k8s/base/crd-chatcluster.yaml \
-  || fail "k8s/base/crd-chatcluster.yaml differs from $crd; run: cp $crd k8s/base/crd-chatcluster.yaml"
+for crd in "${crds[@]}"; do
+  copy="k8s/base/crd-$(basename "$crd")"
+  cmp -s "$crd" "$copy" || fail "$copy differs from $crd; run: cp $crd $copy"
+done
 
 # k8s/monitoring/ holds prometheus-operator kinds (PodMonitor,
 # PrometheusRule), whose CRDs are not vendored here, and plain Prometheus and
@@ -72,15 +77,16 @@ if command -v kubectl >/dev/null; then
 else
   echo "kubectl not found: skipping the kustomize build of k8s/ (the files are still validated)"
 fi
-"$py" "$here/validate.py" validate --crd "$crd" "${kube_versions[@]}" "${manifests[@]}"
+"$py" "$here/validate.py" validate "${crd_args[@]}" "${kube_versions[@]}" "${manifests[@]}"
 
 invalid=(k8s/examples/invalid/*.yaml)
 [[ -e ${invalid[0]} ]] || fail "no invalid examples under k8s/examples/invalid/"
-"$py" "$here/validate.py" reject --crd "$crd" "${kube_versions[@]}" "${invalid[@]}"
+"$py" "$here/validate.py" reject "${crd_args[@]}" "${kube_versions[@]}" "${invalid[@]}"
 
 # --- what the operator makes of the examples -----------------------------------
 mkdir "$work/rendered" "$work/rendered-skips"
-examples=(k8s/examples/*.yaml)
+# (A ChatLoadTest renders to nothing; its Job is made by the controller.)
+examples=(k8s/examples/chatcluster*.yaml)
 for example in "${examples[@]}"; do
   cargo run -q --locked -p operator -- render -f "$example" >"$work/rendered/$(basename "$example")" \
     || fail "operator render -f $example failed"
@@ -99,6 +105,6 @@ checkov() {
   awk '/scan results:/ {kind = $1} /^Passed checks/ {print "checkov " kind ": " $0}' "$work/checkov.txt"
 }
 mapfile -t k8s_files < <(find k8s -name '*.yaml' -not -name kustomization.yaml -not -path 'k8s/monitoring/*' | sort)
-checkov --framework kubernetes dockerfile -f "${k8s_files[@]}" Dockerfile.server Dockerfile.operator
+checkov --framework kubernetes dockerfile -f "${k8s_files[@]}" "${dockerfiles[@]}"
 echo "operator render of ${examples[*]}:"
 checkov --framework kubernetes -f "$work"/rendered-skips/*.yaml

@@ -1,8 +1,8 @@
-//! The CRD's `x-kubernetes-validations` rules, evaluated with kube-cel (an
+//! The CRDs' `x-kubernetes-validations` rules, evaluated with kube-cel (an
 //! implementation of Kubernetes' CEL libraries), so a rule that does not
 //! compile or says the wrong thing fails here rather than on a cluster.
 
-use crds::ChatCluster;
+use crds::{ChatCluster, ChatLoadTest};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
@@ -27,14 +27,18 @@ fn failures(object: &Value) -> Vec<String> {
 
 /// The failure messages for an update from `old` to `object` (transition rules).
 fn failures_of_update(object: &Value, old: Option<&Value>) -> Vec<String> {
-    let schema = schema();
-    let compiled = kube_cel::compile_schema(&schema);
+    failures_against(&schema(), object, old)
+}
+
+/// The failure messages of `schema`'s rules for `object` (updated from `old`).
+fn failures_against(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<String> {
+    let compiled = kube_cel::compile_schema(schema);
     assert!(
         !compiled.has_errors(),
         "a rule does not compile: {:?}",
         compiled.compilation_errors()
     );
-    match kube_cel::Validator::new().validate(&schema, object, old) {
+    match kube_cel::Validator::new().validate(schema, object, old) {
         Ok(()) => Vec::new(),
         Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
     }
@@ -152,4 +156,106 @@ fn postgres_storage_cannot_change_after_creation() {
         Vec::<String>::new(),
         "any storage is fine at creation"
     );
+}
+
+// The ChatLoadTest CRD.
+
+fn load_test_failures(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let crd = serde_json::to_value(ChatLoadTest::crd()).unwrap();
+    failures_against(
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        object,
+        old,
+    )
+}
+
+fn load_test(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "chatback.dev/v1alpha1",
+        "kind": "ChatLoadTest",
+        "metadata": {"name": name, "namespace": "chat-app"},
+        "spec": spec,
+    })
+}
+
+#[test]
+fn a_valid_load_test_passes() {
+    let spec = json!({"target": {"chatCluster": "demo"}, "scenario": {"clients": 30, "rooms": 3}});
+    assert_eq!(
+        load_test_failures(&load_test("smoke", spec), None),
+        Vec::<String>::new()
+    );
+    let spec =
+        json!({"target": {"urls": ["ws://chat:8080/ws"]}, "scenario": {"stages": "10s:100"}});
+    assert_eq!(
+        load_test_failures(&load_test("ramp", spec), None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn each_load_test_rule_rejects_what_it_names() {
+    let cases = [
+        (
+            load_test("t", json!({"target": {}})),
+            "target needs exactly one of chatCluster and urls",
+        ),
+        (
+            load_test(
+                "t",
+                json!({"target": {"chatCluster": "demo", "urls": ["ws://x/ws"]}}),
+            ),
+            "target needs exactly one of chatCluster and urls",
+        ),
+        (
+            load_test(
+                "t",
+                json!({"target": {"chatCluster": "demo"}, "scenario": {"stages": "1s:10", "clients": 10}}),
+            ),
+            "stages replaces clients",
+        ),
+        (
+            load_test(
+                "t",
+                json!({"target": {"chatCluster": "demo"}, "scenario": {"roomSizes": "2x5", "rooms": 2}}),
+            ),
+            "roomSizes replaces rooms and clients",
+        ),
+        (
+            load_test(
+                "t",
+                json!({"target": {"chatCluster": "demo"}, "image": " "}),
+            ),
+            "image must not be empty",
+        ),
+        (
+            load_test("Not_A_Label", json!({"target": {"chatCluster": "demo"}})),
+            "metadata.name must be a DNS-1035 label",
+        ),
+    ];
+    for (object, message) in cases {
+        let got = load_test_failures(&object, None);
+        assert!(
+            got.iter().any(|m| m.contains(message)),
+            "{object}: expected {message:?}, got {got:?}"
+        );
+    }
+}
+
+#[test]
+fn the_spec_cannot_change_once_created() {
+    let old = load_test(
+        "t",
+        json!({"target": {"chatCluster": "demo"}, "parallelism": 2}),
+    );
+    let new = load_test(
+        "t",
+        json!({"target": {"chatCluster": "demo"}, "parallelism": 3}),
+    );
+    let got = load_test_failures(&new, Some(&old));
+    assert!(
+        got.iter().any(|m| m.contains("cannot change once created")),
+        "{got:?}"
+    );
+    assert_eq!(load_test_failures(&old, Some(&old)), Vec::<String>::new());
 }

@@ -32,7 +32,7 @@ use std::collections::hash_map::Entry;
 use std::ops::Range;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stamp::Stamp;
 use crate::stamp_audit::StampMember;
@@ -237,7 +237,7 @@ impl Audited {
 }
 
 /// Totals of the audit, as reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Members (client × room) that joined at least once.
     pub members: u64,

@@ -24,8 +24,9 @@ use crate::tls::Tls;
 use crate::wire::{self, Inbound};
 
 /// Starts this thread's share of the churners, one every `threads / rate`
-/// seconds, until the send window closes; runs until aborted (which aborts
-/// the churners still open).
+/// seconds (`threads × N / rate` with `--shard I/N`, whose generator runs
+/// the churners numbered I modulo N), until the send window closes; runs
+/// until aborted (which aborts the churners still open).
 pub async fn run(shard: Rc<Shard>, threads: usize) {
     let shared = shard.shared.clone();
     let plan = &shared.plan;
@@ -33,7 +34,14 @@ pub async fn run(shard: Rc<Shard>, threads: usize) {
         return;
     };
     let mut churners = JoinSet::new();
-    for n in (shard.index as u64..).step_by(threads) {
+    let (first, step) = match plan.shard {
+        Some(s) => (
+            u64::from(s.index) + u64::from(s.count) * shard.index as u64,
+            u64::from(s.count) * threads as u64,
+        ),
+        None => (shard.index as u64, threads as u64),
+    };
+    for n in (first..).step_by(step as usize) {
         let at = Duration::from_secs_f64(n as f64 / rate);
         if at >= plan.send_deadline {
             break;

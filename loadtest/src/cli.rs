@@ -176,6 +176,78 @@ pub struct Args {
     /// No live progress display, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Run only shard I of N: the clients whose number is I modulo N, in the
+    /// same rooms, on the same timetable, as one of N generators started
+    /// together (see --start-at-file) with the same --run-id. A shard cannot
+    /// see when the others' senders are done, so it stays connected until
+    /// the end deadline (the sends' end + --drain-timeout). The summary then carries its
+    /// HdrHistograms (V2, base64) for merging, its last stdout line is the
+    /// summary as one JSON line, and the exit status is 0 whenever the run
+    /// took place: thresholds are judged on the merged result.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+
+    /// Start barrier: after checking the targets, wait until FILE holds a
+    /// start time (Unix milliseconds), then start at that time. A missing or
+    /// empty file means "not yet" (a Kubernetes downward-API file of a pod
+    /// annotation that is not set yet).
+    #[arg(long, value_name = "FILE")]
+    pub start_at_file: Option<PathBuf>,
+
+    /// How long --start-at-file may wait for a start time.
+    #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
+    pub start_timeout: Duration,
+}
+
+/// `--shard I/N`: this generator's share of the clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// The most generators one run may be split over.
+    pub const MAX_COUNT: u32 = 1000;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (index, count) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("'{text}' is not I/N, e.g. 0/4"))?;
+        let number = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("'{text}' is not I/N with whole numbers, e.g. 0/4"))
+        };
+        let (index, count) = (number(index)?, number(count)?);
+        if count == 0 || count > Self::MAX_COUNT {
+            return Err(format!("N in '{text}' must be 1 to {}", Self::MAX_COUNT));
+        }
+        if index >= count {
+            return Err(format!(
+                "I in '{text}' must be below N (0 to {})",
+                count - 1
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether client `id` belongs to this shard.
+    pub fn owns(&self, id: u32) -> bool {
+        id % self.count == self.index
+    }
+
+    /// How many of `clients` belong to this shard.
+    pub fn share_of(&self, clients: u32) -> u32 {
+        (clients + self.count - 1 - self.index) / self.count
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`. A unit is required:
@@ -264,6 +336,17 @@ impl Args {
         self.validate()
     }
 
+    /// The rules the run is judged by: `--threshold`s plus the defaults
+    /// that apply to these flags.
+    pub fn rules(&self) -> Vec<Threshold> {
+        let defaults = threshold::Defaults {
+            verify_history: self.verify_history,
+            no_acks: !self.protocol.acks(),
+            messages: self.messages > 0,
+        };
+        threshold::with_defaults(&self.thresholds, defaults)
+    }
+
     /// Checks that involve several flags at once.
     pub fn validate(&self) -> Result<(), String> {
         if self.rooms > self.clients {
@@ -287,6 +370,27 @@ impl Args {
                 "--verify-history reads the REST API over plain http only; put a ws:// URL first"
                     .into(),
             );
+        }
+        if let Some(shard) = self.shard {
+            if shard.count > self.clients {
+                return Err(format!(
+                    "--shard {shard} splits {} clients over more shards than clients",
+                    self.clients
+                ));
+            }
+            if self.run_id.is_none() {
+                return Err(
+                    "--shard needs --run-id, the same for every shard (they share the rooms)"
+                        .into(),
+                );
+            }
+            if self.verify_history || self.timeseries.is_some() {
+                return Err(
+                    "--shard cannot be combined with --verify-history or --timeseries \
+                     (they describe the whole run, not one shard)"
+                        .into(),
+                );
+            }
         }
         if self.protocol == Protocol::SocketIo {
             self.validate_socketio()?;
@@ -397,6 +501,11 @@ mod tests {
             &["chat-load", "--url", "http://example.com/ws"],
             &["chat-load", "--run-id", "has space"],
             &["chat-load", "--source-ips", "0"],
+            &["chat-load", "--shard", "3/3"],
+            &["chat-load", "--shard", "0/0"],
+            &["chat-load", "--shard", "1"],
+            &["chat-load", "--shard", "a/2"],
+            &["chat-load", "--start-timeout", "0s"],
         ] {
             assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
         }
@@ -410,10 +519,60 @@ mod tests {
         ] {
             assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
         }
+        let args = Args::try_parse_from([
+            "chat-load",
+            "--clients",
+            "2",
+            "--rooms",
+            "1",
+            "--shard",
+            "0/3",
+            "--run-id",
+            "r",
+        ])
+        .unwrap();
+        assert!(
+            args.validate()
+                .unwrap_err()
+                .contains("more shards than clients")
+        );
+        let args = Args::try_parse_from(["chat-load", "--shard", "0/3"]).unwrap();
+        assert!(args.validate().unwrap_err().contains("--run-id"));
+        let args = Args::try_parse_from([
+            "chat-load",
+            "--shard",
+            "0/3",
+            "--run-id",
+            "r",
+            "--verify-history",
+        ])
+        .unwrap();
+        assert!(args.validate().unwrap_err().contains("--verify-history"));
         let mut args =
             Args::try_parse_from(["chat-load", "--stages", "1s:10", "--room-sizes", "2x6"])
                 .unwrap();
         assert!(args.resolve().unwrap_err().contains("hold 12 clients"));
+    }
+
+    #[test]
+    fn shards_split_the_clients_disjointly() {
+        for (clients, count) in [(12, 3), (7, 3), (5, 5), (1, 1), (10, 4)] {
+            let shards: Vec<_> = (0..count)
+                .map(|index| Shard::parse(&format!("{index}/{count}")).unwrap())
+                .collect();
+            let shares: u32 = shards.iter().map(|s| s.share_of(clients)).sum();
+            assert_eq!(shares, clients);
+            for id in 0..clients {
+                assert_eq!(shards.iter().filter(|s| s.owns(id)).count(), 1);
+            }
+            for s in &shards {
+                assert_eq!(
+                    s.share_of(clients),
+                    (0..clients).filter(|&id| s.owns(id)).count() as u32
+                );
+            }
+        }
+        assert_eq!(Shard::parse(" 2/4 ").unwrap().to_string(), "2/4");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum LoadError {
     },
     #[error("cannot start the generator: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Barrier(#[from] crate::barrier::BarrierError),
     #[error("a generator thread panicked")]
     ShardPanicked,
     #[error("wss: {0}")]

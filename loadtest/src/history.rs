@@ -25,7 +25,7 @@ use crate::stamp::Stamp;
 const PAGE: usize = 200;
 
 /// What the stored history said about the acked messages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryReport {
     /// Rooms read.
     pub rooms: u64,

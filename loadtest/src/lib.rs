@@ -5,14 +5,16 @@
 //! The binary is a thin wrapper over [`run::run`]; the modules are:
 //! * [`cli`], [`endpoint`], [`auth`], [`threshold`]: what the user asked for;
 //! * [`plan`]: placement and timetable of every client, decided up front;
-//! * [`run`], [`shard`], [`client`], [`shared`]: the load itself;
+//! * [`run`], [`shard`], [`client`], [`shared`], [`barrier`]: the load itself;
 //! * [`protocol`], [`wire`], [`engineio`], [`socketio`], [`stamp`]: the
 //!   protocols spoken (`--protocol`) and the correlation stamps;
 //! * [`recorder`], [`audit`], [`stamp_audit`], [`report`], [`progress`],
-//!   [`sysres`]: what was measured.
+//!   [`sysres`]: what was measured;
+//! * [`merge`]: the summaries of `--shard` generators merged into one.
 
 pub mod audit;
 pub mod auth;
+pub mod barrier;
 pub mod churn;
 pub mod cli;
 pub mod client;
@@ -22,6 +24,7 @@ pub mod error;
 pub mod hdr_log;
 pub mod history;
 pub mod lag_probe;
+pub mod merge;
 pub mod pacing;
 pub mod plan;
 pub mod progress;

@@ -13,13 +13,16 @@
 //! * batches: client `i` starts at `(i / batch_size) * batch_interval`;
 //! * timetable (open loop): after its `joined`, client `i` sends message `k` at
 //!   `joined + phase(i) + k / rate`, where the phase spreads a batch's clients
-//!   over one period instead of firing them all at once.
+//!   over one period instead of firing them all at once;
+//! * shards (`--shard I/N`): generator `I` of `N` runs the clients numbered
+//!   `I` modulo `N` and computes the same plan as the others, so the shards
+//!   together run exactly the clients, rooms and timetable of one generator.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::auth::Tokens;
-use crate::cli::Args;
+use crate::cli::{Args, Shard};
 use crate::endpoint::Endpoint;
 use crate::protocol::Protocol;
 use crate::scenario::{RoomSizes, Stages};
@@ -66,6 +69,8 @@ pub struct Plan {
     pub churn_stay: Duration,
     /// With `--room-sizes`: each client's `(room, member index)`.
     pub placement: Option<Vec<(u32, u32)>>,
+    /// With `--shard`: the share of the clients this generator runs.
+    pub shard: Option<Shard>,
 }
 
 impl Plan {
@@ -98,6 +103,7 @@ impl Plan {
             churn_rate: args.churn,
             churn_stay: args.churn_stay,
             placement: args.room_sizes.as_ref().map(RoomSizes::placement),
+            shard: args.shard,
         };
         // Without --duration, sending may run until the last client's timetable
         // is over, plus one drain period of slack for closed-loop lag.
@@ -176,9 +182,27 @@ impl Plan {
         format!("{}-u{client}", self.run_id)
     }
 
-    /// Messages the plan calls for.
+    /// Whether this generator runs client `id` (all of them without `--shard`).
+    pub fn owns(&self, id: u32) -> bool {
+        self.shard.is_none_or(|s| s.owns(id))
+    }
+
+    /// The generator thread (of `threads`) that runs client `id`: an even
+    /// spread over the clients this generator owns.
+    pub fn thread_of(&self, id: u32, threads: usize) -> usize {
+        let count = self.shard.map_or(1, |s| s.count);
+        (id / count) as usize % threads
+    }
+
+    /// The clients this generator runs.
+    pub fn own_clients(&self) -> u32 {
+        self.shard
+            .map_or(self.clients, |s| s.share_of(self.clients))
+    }
+
+    /// Messages the plan calls for from this generator's clients.
     pub fn planned_messages(&self) -> u64 {
-        u64::from(self.clients) * u64::from(self.messages)
+        u64::from(self.own_clients()) * u64::from(self.messages)
     }
 }
 
@@ -293,6 +317,52 @@ mod tests {
             (p.send_deadline, p.end_deadline),
             (Duration::from_secs(3), Duration::from_secs(4))
         );
+    }
+
+    #[test]
+    fn shards_and_threads_split_the_clients_evenly() {
+        let p = plan(
+            &[
+                "--clients",
+                "12",
+                "--rooms",
+                "3",
+                "--shard",
+                "1/3",
+                "--run-id",
+                "r",
+            ],
+            1,
+        );
+        let own: Vec<u32> = (0..12).filter(|&c| p.owns(c)).collect();
+        assert_eq!(own, [1, 4, 7, 10]);
+        assert_eq!((p.own_clients(), p.planned_messages()), (4, 200));
+        // Both threads get work. With as many rooms as shards each shard
+        // holds one room; otherwise a shard's clients span the rooms.
+        let rooms: Vec<u32> = own.iter().map(|&c| p.room_of(c)).collect();
+        assert_eq!(rooms, [1, 1, 1, 1]);
+        let threads: Vec<usize> = own.iter().map(|&c| p.thread_of(c, 2)).collect();
+        assert_eq!(threads, [0, 1, 0, 1]);
+        let p = plan(
+            &[
+                "--clients",
+                "12",
+                "--rooms",
+                "4",
+                "--shard",
+                "0/3",
+                "--run-id",
+                "r",
+            ],
+            1,
+        );
+        let rooms: Vec<u32> = (0..12)
+            .filter(|&c| p.owns(c))
+            .map(|c| p.room_of(c))
+            .collect();
+        assert_eq!(rooms, [0, 3, 2, 1]);
+        let whole = plan(&["--clients", "12"], 1);
+        assert_eq!((whole.own_clients(), whole.thread_of(5, 2)), (12, 1));
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Progress {
         let plan = &shared.plan;
         self.bar.set_message(format!(
             "connected {open}/{}  sent {sent}/{}  delivered {delivered}  delivery p99 {p99}",
-            plan.clients,
+            plan.own_clients(),
             plan.planned_messages()
         ));
     }

@@ -180,7 +180,7 @@ impl Default for Recorder {
     }
 }
 
-fn bump(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
+pub(crate) fn bump(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
     match map.get_mut(key) {
         Some(n) => *n += by,
         None => {

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditReport;
 use crate::history::HistoryReport;
+use crate::merge::Histograms;
 use crate::plan::Plan;
 use crate::recorder::{Recorder, TargetLatency};
 use crate::sysres::Usage;
@@ -18,9 +19,9 @@ use crate::threshold::{self, Threshold, Verdict};
 
 pub const SCHEMA: &str = "chat-load/summary/v1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
-    pub schema: &'static str,
+    pub schema: String,
     pub run: RunInfo,
     pub connections: Connections,
     pub messages: Messages,
@@ -40,9 +41,13 @@ pub struct Summary {
     pub generator: Generator,
     pub thresholds: Vec<Verdict>,
     pub passed: bool,
+    /// `--shard`: the HdrHistograms the latencies come from, for merging
+    /// (absent without `--shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Histograms>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
     pub run_id: String,
     pub urls: Vec<String>,
@@ -52,18 +57,22 @@ pub struct RunInfo {
     pub batch_size: u32,
     pub batch_interval_s: f64,
     /// `open` (fixed timetable) or `closed` (send after ack).
-    pub mode: &'static str,
+    pub mode: String,
     /// `native` or `socketio` (`--protocol`).
-    pub protocol: &'static str,
+    pub protocol: String,
     pub rate_per_client: f64,
     pub body_size: usize,
     pub started_at_unix_ms: u64,
     pub elapsed_s: f64,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
+    /// `--shard`: which share of the clients this generator ran, `I/N`
+    /// (absent without `--shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Connections {
     pub attempted: u64,
     pub connected: u64,
@@ -78,7 +87,7 @@ pub struct Connections {
     pub churn_failures: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Messages {
     pub planned: u64,
     pub sent: u64,
@@ -91,7 +100,7 @@ pub struct Messages {
     pub achieved_rate: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deliveries {
     /// `message` frames received by all clients (duplicates included).
     pub total: u64,
@@ -102,7 +111,7 @@ pub struct Deliveries {
     pub bad_frames: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latencies {
     pub connect: LatencyStats,
     pub ack: LatencyStats,
@@ -111,7 +120,7 @@ pub struct Latencies {
     pub receive_lag: LatencyStats,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Breakdown {
     /// One per `--url`, in order.
     pub urls: Vec<UrlLatencies>,
@@ -121,7 +130,7 @@ pub struct Breakdown {
     pub cross_instance: LatencyStats,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UrlLatencies {
     pub url: String,
     /// Deliveries to the clients connected to this instance.
@@ -131,7 +140,7 @@ pub struct UrlLatencies {
 }
 
 /// Milliseconds, from a histogram of microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencyStats {
     pub count: u64,
     /// Samples (included in `count`) that are lower bounds, run end − scheduled
@@ -184,7 +193,7 @@ impl LatencyStats {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Generator {
     pub threads: usize,
     pub cpu_user_s: f64,
@@ -225,7 +234,7 @@ impl Summary {
         };
         let cpu = i.usage.cpu().as_secs_f64();
         let mut summary = Summary {
-            schema: SCHEMA,
+            schema: SCHEMA.into(),
             run: RunInfo {
                 run_id: plan.run_id.clone(),
                 urls: plan
@@ -233,18 +242,19 @@ impl Summary {
                     .iter()
                     .map(|t| t.endpoint.to_string())
                     .collect(),
-                clients: plan.clients,
+                clients: plan.own_clients(),
                 rooms: plan.rooms,
                 messages_per_client: plan.messages,
                 batch_size: plan.batch_size,
                 batch_interval_s: plan.batch_interval.as_secs_f64(),
-                mode: if plan.closed_loop { "closed" } else { "open" },
-                protocol: plan.protocol.name(),
+                mode: if plan.closed_loop { "closed" } else { "open" }.into(),
+                protocol: plan.protocol.name().into(),
                 rate_per_client: plan.rate,
                 body_size: plan.body_size,
                 started_at_unix_ms: i.started_at_unix_ms,
                 elapsed_s: i.elapsed_s,
                 interrupted: i.interrupted,
+                shard: plan.shard.map(|s| s.to_string()),
             },
             connections: Connections {
                 attempted: c.attempted,
@@ -340,13 +350,19 @@ impl Summary {
             },
             thresholds: Vec::new(),
             passed: true,
+            histograms: plan.shard.map(|_| Histograms::encode(rec)),
         };
-        summary.thresholds = rules
-            .iter()
-            .map(|rule| rule.check(summary.metric(&rule.metric).unwrap_or(f64::NAN)))
-            .collect();
-        summary.passed = summary.thresholds.iter().all(|v| v.passed);
+        summary.judge(rules);
         summary
+    }
+
+    /// Checks `rules` against this summary's metrics (replacing any verdicts).
+    pub fn judge(&mut self, rules: &[Threshold]) {
+        self.thresholds = rules
+            .iter()
+            .map(|rule| rule.check(self.metric(&rule.metric).unwrap_or(f64::NAN)))
+            .collect();
+        self.passed = self.thresholds.iter().all(|v| v.passed);
     }
 
     /// The value of a threshold metric (see `threshold::kind_of`).

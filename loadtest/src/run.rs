@@ -1,5 +1,6 @@
 //! One run, start to finish: check the arguments and the targets, raise the
-//! descriptor limit, start the generator threads, show progress, stop at the
+//! descriptor limit, wait at the start barrier (`--start-at-file`), start the
+//! generator threads, show progress, stop at the
 //! deadline or on Ctrl-C, then merge, audit and summarize.
 //!
 //! Every run is bounded in time: the plan's end deadline (last batch +
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
 use crate::audit::{self, Audited, RoomLedger};
 use crate::auth;
+use crate::barrier;
 use crate::cli::Args;
 use crate::endpoint::Endpoint;
 use crate::error::LoadError;
@@ -32,7 +34,6 @@ use crate::shard;
 use crate::shared::Shared;
 use crate::stamp_audit;
 use crate::sysres::{self, Usage};
-use crate::threshold;
 use crate::timeseries::{JsonLines, Merger, Second};
 use crate::tls::Tls;
 
@@ -69,12 +70,11 @@ async fn drive(args: &Args, nofile_limit: u64) -> Result<Summary, LoadError> {
     for target in &plan.targets {
         probe(&plan, target, args.connect_timeout).await?;
     }
-    let defaults = threshold::Defaults {
-        verify_history: args.verify_history,
-        no_acks: !args.protocol.acks(),
-        messages: args.messages > 0,
-    };
-    let rules = threshold::with_defaults(&args.thresholds, defaults);
+    if let Some(path) = &args.start_at_file {
+        tracing::info!(path = %path.display(), "waiting for the start time");
+        barrier::wait(path, args.start_timeout).await?;
+    }
+    let rules = args.rules();
     let threads = usize::from(args.threads);
     tracing::info!(run_id = %plan.run_id, clients = plan.clients, threads, "starting");
 

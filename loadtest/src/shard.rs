@@ -126,7 +126,9 @@ async fn drive(shard: Rc<Shard>, threads: usize) -> Result<Vec<client::Outcome>,
         }
         let first = batch * plan.batch_size;
         let last = (first + plan.batch_size).min(plan.clients);
-        for id in (first..last).filter(|id| *id as usize % threads == shard.index) {
+        for id in
+            (first..last).filter(|&id| plan.owns(id) && plan.thread_of(id, threads) == shard.index)
+        {
             handles.push(tokio::task::spawn_local(client::run(shard.clone(), id)));
         }
     }

@@ -48,6 +48,9 @@ impl Shared {
         timeseries: Option<mpsc::Sender<Interval>>,
         live_latency: bool,
     ) -> Self {
+        // Every member of the plan counts, also those of other shards: with
+        // `--shard` a room is never "all sent" here (the other generators'
+        // senders are out of sight), so clients stay until the end deadline.
         let mut members = vec![Vec::new(); plan.rooms as usize];
         (0..plan.clients).for_each(|c| members[plan.room_of(c) as usize].push(c));
         let sent = match plan.protocol {

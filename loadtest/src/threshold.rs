@@ -6,7 +6,7 @@
 //! unit (`us`, `ms`, `s`) and are compared in milliseconds; counts take a plain
 //! integer; rates a plain number per second; `cpu_percent` an optional `%`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -134,12 +134,19 @@ pub struct Threshold {
 }
 
 /// The outcome of one rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub rule: String,
     pub metric: String,
+    /// NaN when the metric has no value, written as JSON `null`.
+    #[serde(deserialize_with = "nan_when_null")]
     pub actual: f64,
     pub passed: bool,
+}
+
+/// Reads back the `null` that serde_json writes for NaN.
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl Threshold {

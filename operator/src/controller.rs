@@ -146,16 +146,22 @@ pub const CRD_NAME: &str = "chatclusters.chatback.dev";
 /// Fails with a clear message unless the ChatCluster CRD is installed and serves
 /// the version this operator reads.
 pub async fn ensure_crd_installed(client: &Client) -> Result<()> {
+    ensure_served::<ChatCluster>(client).await
+}
+
+/// Fails unless the CRD of `K` is installed and serves `K`'s version.
+pub async fn ensure_served<K: Resource<DynamicType = ()>>(client: &Client) -> Result<()> {
+    let name = format!("{}.{}", K::plural(&()), K::group(&()));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crds
-        .get_opt(CRD_NAME)
+        .get_opt(&name)
         .await
         .map_err(Error::kube(
             "get",
-            format!("CustomResourceDefinition/{CRD_NAME}"),
+            format!("CustomResourceDefinition/{name}"),
         ))?
-        .ok_or_else(|| Error::CrdNotInstalled(format!("{CRD_NAME} not found")))?;
-    let version = ChatCluster::version(&());
+        .ok_or_else(|| Error::CrdNotInstalled(format!("{name} not found")))?;
+    let version = K::version(&());
     let served = crd
         .spec
         .versions
@@ -163,7 +169,7 @@ pub async fn ensure_crd_installed(client: &Client) -> Result<()> {
         .any(|v| v.name == version && v.served);
     if !served {
         return Err(Error::CrdNotInstalled(format!(
-            "{CRD_NAME} does not serve {version}"
+            "{name} does not serve {version}"
         )));
     }
     Ok(())
@@ -214,7 +220,7 @@ fn is_dns_label(name: &str) -> bool {
 }
 
 /// An Api over every namespace, or one.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
 {
@@ -227,6 +233,20 @@ where
 /// Runs the controller (one per watched namespace, or one for the cluster)
 /// until `shutdown` is cancelled, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
+    per_scope(ctx, scope, shutdown, run_in).await;
+    info!("controller stopped");
+}
+
+/// Runs `run_in` once for the cluster, or once per watched namespace.
+pub(crate) async fn per_scope<F, Fut>(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: CancellationToken,
+    run_in: F,
+) where
+    F: Fn(Arc<Context>, Option<String>, CancellationToken) -> Fut,
+    Fut: Future<Output = ()>,
+{
     match scope {
         Scope::Cluster => run_in(ctx, None, shutdown).await,
         Scope::Namespaces(namespaces) => {
@@ -238,7 +258,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
             .await;
         }
     }
-    info!("controller stopped");
 }
 
 /// One controller over `namespace` (or all). Every child kind is owned and

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod load_test;
 pub mod meta;
 pub mod metrics;
 pub mod rbac;

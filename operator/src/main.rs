@@ -1,7 +1,7 @@
 //! `operator`: the chatback operator's command line.
 //!
 //! - `operator run`: the controller, with its HTTP endpoints;
-//! - `operator crd`: prints the ChatCluster CustomResourceDefinition;
+//! - `operator crd [chatcluster|chatloadtest]`: prints a CustomResourceDefinition;
 //! - `operator render -f FILE [--show-secrets]`: prints the child objects of the
 //!   ChatClusters in FILE (the generated Secret only with `--show-secrets`).
 
@@ -20,7 +20,7 @@ use operator::leader::{self, Election, Outcome};
 use operator::metrics::Metrics;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "operator", version, about = "The chatback Kubernetes operator")]
@@ -33,8 +33,12 @@ struct Cli {
 enum Command {
     /// Run the controller (uses the in-cluster service account, or KUBECONFIG).
     Run(RunArgs),
-    /// Print the ChatCluster CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML.
+    Crd {
+        /// Which one.
+        #[arg(value_enum, default_value = "chatcluster")]
+        kind: CrdKind,
+    },
     /// Print the child objects of the ChatClusters in a file, as multi-document YAML.
     Render {
         /// A YAML file with one or more ChatCluster documents (`-` reads stdin).
@@ -45,6 +49,12 @@ enum Command {
         #[arg(long)]
         show_secrets: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    Chatcluster,
+    Chatloadtest,
 }
 
 #[derive(Args)]
@@ -85,8 +95,14 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(run(args))),
-        Command::Crd => {
-            print!("{}", crds::crd_yaml());
+        Command::Crd { kind } => {
+            print!(
+                "{}",
+                match kind {
+                    CrdKind::Chatcluster => crds::crd_yaml(),
+                    CrdKind::Chatloadtest => crds::load_test_crd_yaml(),
+                }
+            );
             Ok(())
         }
         Command::Render { file, show_secrets } => render(&file, show_secrets),
@@ -122,6 +138,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")?;
     controller::ensure_crd_installed(&client).await?;
+    // Load tests are optional: without their CRD only ChatClusters are run.
+    let load_tests = match controller::ensure_served::<crds::ChatLoadTest>(&client).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "not running ChatLoadTests: install crds/chatloadtest.yaml to run them");
+            false
+        }
+    };
 
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
@@ -157,11 +181,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             grace: Duration::from_secs(args.lease_grace_secs),
         };
         leader::lead(client, &election, shutdown.clone(), |stop| {
-            controller::run(ctx, scope, stop)
+            controllers(ctx, scope, load_tests, stop)
         })
         .await
     } else {
-        controller::run(ctx, scope, shutdown.clone()).await;
+        controllers(ctx, scope, load_tests, shutdown.clone()).await;
         Ok(Outcome::Shutdown)
     };
     ready.store(false, Ordering::Relaxed);
@@ -174,6 +198,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The ChatCluster controller, and the ChatLoadTest one when its CRD is installed.
+async fn controllers(ctx: Arc<Context>, scope: Scope, load_tests: bool, stop: CancellationToken) {
+    let load_test = async {
+        if load_tests {
+            operator::load_test::run(ctx.clone(), scope.clone(), stop.clone()).await;
+        }
+    };
+    tokio::join!(
+        controller::run(ctx.clone(), scope.clone(), stop.clone()),
+        load_test
+    );
 }
 
 /// Cancels `shutdown` on SIGTERM (the kubelet stopping the pod) or Ctrl-C.

@@ -111,6 +111,44 @@ pub const NAMESPACED_RULES: &[Rule] = &[
     },
 ];
 
+/// What the ChatLoadTest controller (`load_test.rs`) does in a watched
+/// namespace, besides the startup check of its CRD (in [`CLUSTER_RULES`]):
+/// watch load tests and write their status, read the target ChatCluster,
+/// apply and watch the Job, annotate its pods with the start time and read
+/// their logs. The manifests grant it with [`NAMESPACED_RULES`].
+pub const LOAD_TEST_RULES: &[Rule] = &[
+    Rule {
+        group: "chatback.dev",
+        resource: "chatloadtests",
+        verbs: &["list", "watch"],
+    },
+    Rule {
+        group: "chatback.dev",
+        resource: "chatloadtests/status",
+        verbs: &["patch"],
+    },
+    Rule {
+        group: "chatback.dev",
+        resource: "chatclusters",
+        verbs: &["get"],
+    },
+    Rule {
+        group: "batch",
+        resource: "jobs",
+        verbs: APPLIED_AND_OWNED,
+    },
+    Rule {
+        group: "",
+        resource: "pods",
+        verbs: &["list", "watch", "patch"],
+    },
+    Rule {
+        group: "",
+        resource: "pods/log",
+        verbs: &["get"],
+    },
+];
+
 /// The controller's rules: [`CLUSTER_RULES`] and [`NAMESPACED_RULES`].
 pub fn rules() -> impl Iterator<Item = &'static Rule> {
     CLUSTER_RULES.iter().chain(NAMESPACED_RULES)

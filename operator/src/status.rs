@@ -110,7 +110,13 @@ pub fn compute(
     .into_iter()
     .map(|(kind, v)| {
         condition(
-            kind, v.ready, v.reason, v.message, generation, previous, now,
+            kind.as_str(),
+            v.ready,
+            v.reason,
+            v.message,
+            generation,
+            previous,
+            now,
         )
     })
     .collect();
@@ -148,7 +154,7 @@ pub fn with_reconcile_failure(
     let mut status = cc.status.clone().unwrap_or_default();
     let v = reconciled_verdict(failures);
     let updated = condition(
-        ConditionType::Reconciled,
+        ConditionType::Reconciled.as_str(),
         v.ready,
         v.reason,
         v.message,
@@ -175,7 +181,7 @@ pub fn pending(
     let previous = previous_status.conditions.as_slice();
     let generation = cc.metadata.generation;
     let mut conditions = vec![condition(
-        ConditionType::Ready,
+        ConditionType::Ready.as_str(),
         false,
         reason,
         message.to_string(),
@@ -323,8 +329,10 @@ fn server_verdict(cc: &ChatCluster, deployment: Option<&Deployment>) -> Verdict 
     }
 }
 
-fn condition(
-    kind: ConditionType,
+/// A condition of type `kind`; its transition time is kept from `previous`
+/// while its status does not change.
+pub(crate) fn condition(
+    kind: &str,
     ready: bool,
     reason: &str,
     message: String,
@@ -335,11 +343,11 @@ fn condition(
     let status = if ready { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == kind.as_str() && c.status == status)
+        .find(|c| c.type_ == kind && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| now.clone());
     Condition {
-        type_: kind.as_str().into(),
+        type_: kind.into(),
         status: status.into(),
         reason: reason.into(),
         message,

@@ -387,3 +387,272 @@ async fn a_user_drives_the_operator_with_kubectl() {
     assert!(status.success(), "operator exited with {status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The chat-load binary, built on demand into this workspace's target
+/// directory (a test cannot depend on another package's binary).
+fn chat_load_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--locked", "-p", "loadtest", "--bin", "chat-load"])
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p loadtest failed");
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let debug = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug/deps/<test>");
+    debug.join("chat-load")
+}
+
+/// A ChatLoadTest that must fail: its threshold cannot hold.
+const FAILING_LOAD_TEST: &str = "apiVersion: chatback.dev/v1alpha1
+kind: ChatLoadTest
+metadata:
+  name: demo-too-strict
+  namespace: chat-app
+spec:
+  target:
+    chatCluster: demo
+  parallelism: 2
+  image: chat-load:0.1.0
+  startDelaySeconds: 1
+  scenario:
+    clients: 4
+    rooms: 1
+    messages: 2
+    rate: 5
+    batchSize: 4
+    connectTimeout: 5s
+    drainTimeout: 1s
+  thresholds:
+    - delivery.count>1000000
+";
+
+/// A ChatLoadTest whose pod cannot run: nothing listens at its URL, so
+/// chat-load exits 1 before the barrier and the Job fails.
+const UNREACHABLE_LOAD_TEST: &str = "apiVersion: chatback.dev/v1alpha1
+kind: ChatLoadTest
+metadata:
+  name: nowhere
+  namespace: chat-app
+spec:
+  target:
+    urls: [\"ws://127.0.0.1:1/ws\"]
+  image: chat-load:0.1.0
+  scenario:
+    clients: 2
+    rooms: 1
+    connectTimeout: 2s
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatloadtest_runs_its_generator_pods_to_a_merged_result() {
+    use clap::Parser;
+    if !kubectl_installed() {
+        eprintln!(
+            "SKIPPED: kubectl is not installed; the kubectl end-to-end test needs it on PATH"
+        );
+        return;
+    }
+    let chat_load = tokio::task::spawn_blocking(chat_load_binary)
+        .await
+        .expect("build chat-load");
+    let fake = FakeApiServer::start().await;
+    let dir = std::env::temp_dir().join(format!(
+        "chatback-load-e2e-{}-{}",
+        std::process::id(),
+        fake.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    // A real chat-server stands behind the demo cluster's Service, and the
+    // generator pods run the real chat-load.
+    let config = chat_server::Config::parse_from([
+        "chat-server",
+        "--sqlite-path",
+        dir.join("history.db").to_str().expect("a UTF-8 path"),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let server_addr = listener.local_addr().expect("local address");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(chat_server::run(
+        listener,
+        config,
+        stop.clone().cancelled_owned(),
+    ));
+    fake.route_service("demo.chat-app.svc:8080", server_addr);
+    fake.run_image("chat-load:0.1.0", &chat_load);
+
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "chat-app");
+    let kubectl = Kubectl {
+        kubeconfig: kubeconfig.clone(),
+    };
+    let applied = kubectl.ok(&["apply", "--server-side", "-f", "crds/"]).await;
+    assert!(
+        applied.contains("chatloadtests.chatback.dev serverside-applied"),
+        "{applied}"
+    );
+    for crd in ["chatclusters.chatback.dev", "chatloadtests.chatback.dev"] {
+        kubectl
+            .ok(&[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{crd}"),
+                "--timeout=30s",
+            ])
+            .await;
+    }
+    let mut operator = start_operator(&kubeconfig, free_port()).await;
+    kubectl
+        .ok(&["apply", "-f", "k8s/examples/chatcluster.yaml"])
+        .await;
+    // Literally the documented command.
+    let applied = kubectl
+        .ok(&["apply", "-f", "k8s/examples/chatloadtest.yaml"])
+        .await;
+    assert!(
+        applied.contains("chatloadtest.chatback.dev/demo-smoke created"),
+        "{applied}"
+    );
+    for (file, text) in [
+        ("too-strict.yaml", FAILING_LOAD_TEST),
+        ("nowhere.yaml", UNREACHABLE_LOAD_TEST),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, text).expect("write a load test");
+        kubectl
+            .ok(&["apply", "-f", path.to_str().expect("a UTF-8 path")])
+            .await;
+    }
+
+    let phase = |name: &str| {
+        vec![
+            "get".to_string(),
+            "clt".into(),
+            name.into(),
+            "-o".into(),
+            "jsonpath={.status.phase}".into(),
+        ]
+    };
+    let args = phase("demo-smoke");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl.wait_for(&args, "Succeeded").await;
+
+    // An Indexed Job of 3 pods, each a shard of the clients.
+    let job = fake
+        .object("batch", "jobs", "chat-app", "demo-smoke")
+        .expect("the Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["parallelism"], 3);
+    assert_eq!(job["status"]["completedIndexes"], "0,1,2");
+    let pods: Vec<_> = fake
+        .objects("", "pods", "chat-app")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["job-name"] == "demo-smoke")
+        .collect();
+    assert_eq!(pods.len(), 3);
+    let starts: Vec<_> = pods
+        .iter()
+        .map(|p| p["metadata"]["annotations"]["chatback.dev/start-at"].clone())
+        .collect();
+    assert!(
+        starts.iter().all(|s| s.is_string() && *s == starts[0]),
+        "one start time for every pod: {starts:?}"
+    );
+
+    // The merged result: every client, every message, every delivery.
+    let status = fake
+        .object("chatback.dev", "chatloadtests", "chat-app", "demo-smoke")
+        .expect("the ChatLoadTest")["status"]
+        .clone();
+    let result = &status["result"];
+    assert_eq!(status["passed"], true, "{status:#}");
+    assert_eq!(result["run"]["clients"], 30);
+    assert_eq!(result["connections"]["connected"], 30);
+    assert_eq!(result["messages"]["sent"], 300);
+    assert_eq!(result["messages"]["acked"], 300);
+    assert_eq!(result["audit"]["members"], 30);
+    assert_eq!(result["audit"]["missing"], 0);
+    assert_eq!(result["audit"]["delivered"], result["audit"]["expected"]);
+    assert_eq!(
+        result["latency_ms"]["delivery"]["count"],
+        result["audit"]["delivered"]
+    );
+    assert!(result["histograms"].is_null() && result["run"]["shard"].is_null());
+    let rules: Vec<_> = result["thresholds"]
+        .as_array()
+        .expect("thresholds")
+        .iter()
+        .map(|t| t["rule"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(rules.contains(&"delivery.p99<2s".to_string()), "{rules:?}");
+    let condition = |status: &serde_json::Value, kind: &str| {
+        status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(condition(&status, "Started")["status"], "True");
+    assert_eq!(condition(&status, "Complete")["reason"], "ResultsMerged");
+    assert_eq!(condition(&status, "Passed")["status"], "True");
+
+    // A threshold that fails on the merged result fails the test, and says why.
+    let args = phase("demo-too-strict");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl.wait_for(&args, "Failed").await;
+    let status = fake
+        .object(
+            "chatback.dev",
+            "chatloadtests",
+            "chat-app",
+            "demo-too-strict",
+        )
+        .expect("the failing ChatLoadTest")["status"]
+        .clone();
+    let passed = condition(&status, "Passed");
+    assert_eq!(passed["status"], "False", "{status:#}");
+    assert_eq!(passed["reason"], "ThresholdsFailed");
+    assert!(
+        passed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("delivery.count>1000000")),
+        "{passed}"
+    );
+    assert_eq!(status["result"]["messages"]["acked"], 8);
+    // A pod that fails fails the Job, and the test, with the pod's last words.
+    let args = phase("nowhere");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl.wait_for(&args, "Failed").await;
+    let status = fake
+        .object("chatback.dev", "chatloadtests", "chat-app", "nowhere")
+        .expect("the unreachable ChatLoadTest")["status"]
+        .clone();
+    let complete = condition(&status, "Complete");
+    assert_eq!(complete["reason"], "JobFailed", "{status:#}");
+    assert!(
+        complete["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("BackoffLimitExceeded")
+                && m.contains("cannot reach ws://127.0.0.1:1/ws")),
+        "{complete}"
+    );
+    assert!(status["result"].is_null());
+    let listed = kubectl.ok(&["get", "clt"]).await;
+    assert!(
+        listed.contains("demo-smoke") && listed.contains("Succeeded"),
+        "{listed}"
+    );
+
+    let _ = operator.start_kill();
+    stop.cancel();
+    let _ = tokio::time::timeout(DEADLINE, server).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

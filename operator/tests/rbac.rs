@@ -3,15 +3,15 @@
 //! fake API server in tests/controller.rs), and nothing more.
 //!
 //! - cluster-wide install (`k8s/rbac.yaml`): the ClusterRole `chatback-operator`
-//!   holds `CLUSTER_RULES` and `NAMESPACED_RULES`;
+//!   holds `CLUSTER_RULES`, `NAMESPACED_RULES` and `LOAD_TEST_RULES`;
 //! - namespace-scoped install (`k8s/namespaced/rbac.yaml`): the ClusterRole
 //!   `chatback-operator-crd` holds `CLUSTER_RULES` only, and the Role
-//!   `chatback-operator` `NAMESPACED_RULES`;
+//!   `chatback-operator` `NAMESPACED_RULES` and `LOAD_TEST_RULES`;
 //! - both: the Role `chatback-operator-leader-election` holds `LEASE_RULES`.
 
 use std::collections::BTreeSet;
 
-use operator::rbac::{CLUSTER_RULES, LEASE_RULES, NAMESPACED_RULES, Rule};
+use operator::rbac::{CLUSTER_RULES, LEASE_RULES, LOAD_TEST_RULES, NAMESPACED_RULES, Rule};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -79,7 +79,10 @@ fn assert_exact(file: &str, kind: &str, name: &str, needed: BTreeSet<Grant>) {
 
 #[test]
 fn the_cluster_wide_install_grants_exactly_what_the_operator_uses() {
-    let rules = CLUSTER_RULES.iter().chain(NAMESPACED_RULES);
+    let rules = CLUSTER_RULES
+        .iter()
+        .chain(NAMESPACED_RULES)
+        .chain(LOAD_TEST_RULES);
     assert_exact(
         "k8s/rbac.yaml",
         "ClusterRole",
@@ -101,7 +104,7 @@ fn the_namespace_scoped_install_needs_no_cluster_wide_access_to_namespaced_objec
         file,
         "Role",
         "chatback-operator",
-        needed(NAMESPACED_RULES.iter()),
+        needed(NAMESPACED_RULES.iter().chain(LOAD_TEST_RULES)),
     );
 }
 

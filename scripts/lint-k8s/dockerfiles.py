@@ -12,7 +12,7 @@ and the files git knows:
   `--locked --release`, the `--bin` is a binary target of that package, and the
   runtime stage copies exactly that binary out of target/release.
 
-  dockerfiles.py Dockerfile.server Dockerfile.operator
+  dockerfiles.py Dockerfile.server Dockerfile.operator Dockerfile.loadtest
 """
 
 from __future__ import annotations

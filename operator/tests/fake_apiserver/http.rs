@@ -127,6 +127,9 @@ fn respond(
             return error_response(&ApiError::bad_request(fields.join(", ")));
         }
     }
+    if target.subresource.as_deref() == Some("log") {
+        return pod_log(&shared, &target, method, &query);
+    }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let accept = headers
         .get(header::ACCEPT)
@@ -170,6 +173,34 @@ fn respond(
     };
     match result {
         Ok((code, body)) => json_response(code, &body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `GET pods/<name>/log`: plain text, `tailLines` honoured.
+fn pod_log(
+    shared: &Shared,
+    target: &Target,
+    method: &Method,
+    query: &HashMap<String, String>,
+) -> Response {
+    if method != Method::GET {
+        return error_response(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on pods/log"),
+        ));
+    }
+    let tail = match query.get("tailLines").map(|t| t.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return error_response(&ApiError::bad_request("tailLines must be a whole number"));
+        }
+    };
+    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    match super::jobs::log(shared, &store, ns(target), name(target), tail) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain")], text).into_response(),
         Err(e) => error_response(&e),
     }
 }
@@ -223,7 +254,9 @@ fn route(store: &super::store::Store, path: &str) -> Result<Target> {
         ));
     }
     if let Some(sub) = &subresource {
-        let known = (sub == "status" && rt.status) || (sub == "scale" && rt.scale.is_some());
+        let known = (sub == "status" && rt.status)
+            || (sub == "scale" && rt.scale.is_some())
+            || (sub == "log" && rt.plural == "pods" && rt.group.is_empty());
         if !known {
             return Err(ApiError::new(
                 404,

@@ -19,9 +19,14 @@
 //! rollouts included: an image marked broken never gets ready, and its
 //! Deployment reports `ProgressDeadlineExceeded`.
 //!
+//! A Job's pods really run: [`jobs`] plays the Job controller and runs each
+//! pod as a local process of an image the test registered, with its log
+//! served at `pods/<name>/log`.
+//!
 //! Faults can be injected per verb and resource, to test retries.
 
 pub mod http;
+pub mod jobs;
 pub mod kubelet;
 pub mod merge;
 pub mod resources;
@@ -29,9 +34,9 @@ pub mod store;
 pub mod table;
 pub mod validation;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +73,12 @@ pub struct Shared {
     requests: Mutex<Vec<Request>>,
     /// Images whose pods never become ready (see [`kubelet`]).
     pub broken_images: Mutex<BTreeSet<String>>,
+    /// Image → the local program its Job pods run (see [`jobs`]).
+    pub programs: Mutex<BTreeMap<String, PathBuf>>,
+    /// `<service>.<namespace>.svc:<port>` → the local address behind it.
+    pub routes: Mutex<BTreeMap<String, String>>,
+    /// (namespace, pod) → what its container wrote.
+    pub logs: Mutex<HashMap<(String, String), String>>,
     pub shutdown: CancellationToken,
 }
 
@@ -107,6 +118,9 @@ impl FakeApiServer {
             faults: Mutex::default(),
             requests: Mutex::default(),
             broken_images: Mutex::default(),
+            programs: Mutex::default(),
+            routes: Mutex::default(),
+            logs: Mutex::default(),
             shutdown: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -129,6 +143,7 @@ impl FakeApiServer {
             pods_ready.clone(),
             Duration::from_millis(50),
         ));
+        tokio::spawn(jobs::run(shared.clone(), Duration::from_millis(100)));
         Self {
             addr,
             shared,
@@ -210,6 +225,23 @@ impl FakeApiServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         broken.insert(image.to_string());
+    }
+
+    /// Makes Job pods of `image` run `program` (see [`jobs`]).
+    pub fn run_image(&self, image: &str, program: &Path) {
+        let mut programs = self
+            .shared
+            .programs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        programs.insert(image.to_string(), program.to_path_buf());
+    }
+
+    /// Routes `<service>.<namespace>.svc:<port>`, as a Job pod's args name
+    /// it, to `addr` (cluster DNS and kube-proxy, for [`jobs`]).
+    pub fn route_service(&self, service: &str, addr: SocketAddr) {
+        let mut routes = self.shared.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.insert(service.to_string(), addr.to_string());
     }
 
     pub fn set_pods_ready(&self, ready: bool) {

@@ -170,6 +170,7 @@ impl ResourceType {
                 true,
             ),
             Self::builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
+            Self::builtin("batch", "v1", "jobs", "Job", true).with_status(),
         ]
     }
 
