@@ -3,7 +3,8 @@
 //! The binary (`main.rs`) is a thin CLI over this library. The child builders
 //! live in [`children`] (one module per kind of child); they are pure functions
 //! of the ChatCluster, which makes them unit-testable and shared by
-//! `operator render` and the controller. The rest: [`controller`] (reconcile,
+//! `operator render` and the controller. [`load_test`] reconciles ChatLoadTests
+//! into Jobs of chat-load. The rest: [`controller`] (reconcile,
 //! error policy), [`status`], [`meta`] (names, labels, owner references),
 //! [`rbac`] (what the operator may do), [`leader`] election, [`render`], and the
 //! operator's own [`http`] server and [`metrics`].

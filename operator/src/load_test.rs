@@ -44,11 +44,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::children::chat_server;
+use crate::children::secrets::JWT_SECRET_KEY;
 use crate::controller::{Context, Scope, per_scope, scoped};
 use crate::error::{Error, Result};
 use crate::meta::{MANAGER, Names, PART_OF};
-use crate::secrets::JWT_SECRET_KEY;
-use crate::server;
 use crate::status::condition;
 
 /// The pod annotation that carries the common start time (Unix ms).
@@ -362,7 +362,7 @@ async fn resolve_target(
             "ChatCluster {cluster} does not exist in namespace {namespace}"
         )),
         Some(cc) => Ok(Target {
-            urls: vec![server::endpoint(&cc)],
+            urls: vec![chat_server::endpoint(&cc)],
             jwt_secret: cc
                 .spec
                 .server
