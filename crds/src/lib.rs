@@ -16,7 +16,7 @@ pub use load_test::{
 pub use spec::{
     AuthSpec, AutoscalingSpec, BackendMode, ChatCluster, ChatClusterSpec, LogLevel,
     NetworkPolicySpec, PersistenceSpec, PodDisruptionBudgetSpec, PostgresSpec, PostgresStorage,
-    RedisSpec, RetentionPolicy, SecretKeyRef, ServerLimits, ServerSpec,
+    RebalanceSpec, RedisSpec, RetentionPolicy, SecretKeyRef, ServerLimits, ServerSpec,
 };
 pub use status::{ChatClusterStatus, ConditionType, Phase};
 

@@ -95,6 +95,9 @@ pub struct ServerSpec {
     /// The chat-server limits of docs/protocol.md; unset ones keep the server default.
     #[serde(default = "ServerLimits::default")]
     pub limits: ServerLimits,
+    /// Opt-in rebalancing after a scale-up (docs/protocol.md, "Rebalancing").
+    #[serde(default = "RebalanceSpec::default")]
+    pub rebalance: RebalanceSpec,
 }
 
 impl Default for ServerSpec {
@@ -107,6 +110,7 @@ impl Default for ServerSpec {
             log_level: LogLevel::default(),
             auth: AuthSpec::default(),
             limits: ServerLimits::default(),
+            rebalance: RebalanceSpec::default(),
         }
     }
 }
@@ -144,6 +148,30 @@ impl LogLevel {
             LogLevel::Error => "error",
         }
     }
+}
+
+/// Rebalancing: a pod well above the cluster's mean connection count closes
+/// some connections with 4001 `rebalance`, so they reconnect to other pods (they
+/// rejoin with `since` and lose nothing). Unset fields keep the server defaults.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// `CHAT_REBALANCE`: turn rebalancing on for every pod.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `CHAT_REBALANCE_TOLERANCE` in percent (default 20): how far above the mean a
+    /// pod may be before it sheds connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub tolerance_percent: Option<i64>,
+    /// `CHAT_REBALANCE_INTERVAL_SECS` (default 10): seconds between two decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_secs: Option<i64>,
+    /// `CHAT_REBALANCE_MAX_CLOSES` (default 100): most connections a pod closes per interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_closes: Option<i64>,
 }
 
 /// JWT (HS256) authentication of WebSocket clients.

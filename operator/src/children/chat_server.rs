@@ -67,6 +67,29 @@ pub fn config_map(cc: &ChatCluster) -> ConfigMap {
             data.insert(var.into(), value.to_string());
         }
     }
+    let rebalance = &spec.rebalance;
+    if rebalance.enabled {
+        data.insert("CHAT_REBALANCE".into(), "true".into());
+        let tolerance = rebalance
+            .tolerance_percent
+            .map(|p| (p as f64 / 100.0).to_string());
+        let settings = [
+            ("CHAT_REBALANCE_TOLERANCE", tolerance),
+            (
+                "CHAT_REBALANCE_INTERVAL_SECS",
+                rebalance.interval_secs.map(|v| v.to_string()),
+            ),
+            (
+                "CHAT_REBALANCE_MAX_CLOSES",
+                rebalance.max_closes.map(|v| v.to_string()),
+            ),
+        ];
+        for (var, value) in settings {
+            if let Some(value) = value {
+                data.insert(var.into(), value);
+            }
+        }
+    }
     ConfigMap {
         metadata: child_meta(cc, names.config(), Component::Server),
         data: Some(data),
@@ -380,6 +403,12 @@ mod tests {
             presence_ttl_secs: Some(30),
             shutdown_grace_secs: Some(20),
         };
+        tuned.spec.server.rebalance = crds::RebalanceSpec {
+            enabled: true,
+            tolerance_percent: Some(25),
+            interval_secs: Some(5),
+            max_closes: Some(50),
+        };
         let command = chat_server::Config::command();
         for cc in [cluster(), tuned] {
             let mut argv = vec!["chat-server".to_string()];
@@ -400,8 +429,14 @@ mod tests {
                     .get_arguments()
                     .find(|a| a.get_env() == Some(OsStr::new(&name)))
                     .unwrap_or_else(|| panic!("{name} is not an env of chat_server::Config"));
-                argv.push(format!("--{}", arg.get_long().expect("a long flag")));
-                argv.push(value);
+                let flag = format!("--{}", arg.get_long().expect("a long flag"));
+                if arg.get_action().takes_values() {
+                    argv.extend([flag, value]);
+                } else {
+                    // A switch: its variable holds a boolean, the flag none.
+                    assert_eq!(value, "true", "{name} is a switch");
+                    argv.push(flag);
+                }
             }
             let config = chat_server::Config::try_parse_from(&argv)
                 .unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"));
@@ -410,6 +445,7 @@ mod tests {
                 .expect("the chat-server accepts the values");
             assert!(config.redis_url.is_some() && config.database_url.is_some());
             assert_eq!(config.jwt_secret.is_some(), cc.spec.server.auth.enabled);
+            assert_eq!(config.rebalance.enabled, cc.spec.server.rebalance.enabled);
         }
     }
 
