@@ -597,14 +597,7 @@ async fn recreate_on_claim_change(
     if claims_of(&live) == claims_of(&wanted) {
         return Ok(());
     }
-    match statefulsets
-        .delete(&desired.name, &DeleteParams::background())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.is_not_found() => {}
-        Err(e) => return Err(Error::kube("delete", desired.describe())(e)),
-    }
+    delete_ignoring_not_found(&statefulsets, &desired.name, desired.describe()).await?;
     ctx.publish(
         EventType::Normal,
         "RedisRecreated",
@@ -715,23 +708,32 @@ async fn prune(
         if !object.owner_references().iter().any(|o| o.uid == uid) {
             continue;
         }
-        match api.delete(&stale.name, &DeleteParams::background()).await {
-            Ok(_) => {
-                info!(child = stale.describe(), "deleted: no longer in the spec");
-                ctx.publish(
-                    EventType::Normal,
-                    "Removed",
-                    "Prune",
-                    format!("deleted {}: no longer in the spec", stale.describe()),
-                    reference,
-                )
-                .await;
-            }
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
-            Err(e) => return Err(Error::kube("delete", stale.describe())(e)),
+        if delete_ignoring_not_found(&api, &stale.name, stale.describe()).await? {
+            info!(child = stale.describe(), "deleted: no longer in the spec");
+            ctx.publish(
+                EventType::Normal,
+                "Removed",
+                "Prune",
+                format!("deleted {}: no longer in the spec", stale.describe()),
+                reference,
+            )
+            .await;
         }
     }
     Ok(())
+}
+
+/// Deletes `name` in the background; one that is already gone is fine. Returns
+/// whether this call deleted it.
+async fn delete_ignoring_not_found<K>(api: &Api<K>, name: &str, what: String) -> Result<bool>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(e) => Err(Error::kube("delete", what)(e)),
+    }
 }
 
 /// The values of the External backends' Secret keys, by backend, for the
@@ -820,19 +822,9 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
             // would have its claim created again.
             let statefulsets: Api<StatefulSet> =
                 Api::namespaced(ctx.client.clone(), &names.namespace);
-            match statefulsets
-                .delete(&names.postgres(), &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                Err(e) => {
-                    return Err(Error::kube(
-                        "delete",
-                        format!("StatefulSet/{}", names.postgres()),
-                    )(e));
-                }
-            }
+            let postgres = names.postgres();
+            let what = format!("StatefulSet/{postgres}");
+            delete_ignoring_not_found(&statefulsets, &postgres, what).await?;
             let claims: Api<PersistentVolumeClaim> =
                 Api::namespaced(ctx.client.clone(), &names.namespace);
             let selector = format!(
@@ -846,15 +838,9 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
             let mut deleted = Vec::new();
             for claim in list {
                 let name = claim.name_any();
-                match claims.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => deleted.push(name),
-                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                    Err(e) => {
-                        return Err(Error::kube(
-                            "delete",
-                            format!("PersistentVolumeClaim/{name}"),
-                        )(e));
-                    }
+                let what = format!("PersistentVolumeClaim/{name}");
+                if delete_ignoring_not_found(&claims, &name, what).await? {
+                    deleted.push(name);
                 }
             }
             info!(cluster = names.cluster, claims = ?deleted, "retention policy Delete: claims deleted");
