@@ -54,6 +54,8 @@ pub struct RedisSpill {
     key: String,
     lock: String,
     node: String,
+    /// Deletes the lock only if this instance still holds it.
+    release: Script,
 }
 
 impl RedisSpill {
@@ -66,6 +68,7 @@ impl RedisSpill {
             lock: format!("{key}:lock"),
             key,
             node,
+            release: Script::new(RELEASE_LUA),
         }
     }
 
@@ -122,11 +125,10 @@ impl RedisSpill {
             return Ok(0);
         }
         let drained = self.drain_locked(batcher).await;
-        let release = Script::new(RELEASE_LUA);
         let _: Result<i64, _> = self
             .commands
             .run(|mut conn| {
-                let mut call = release.prepare_invoke();
+                let mut call = self.release.prepare_invoke();
                 call.key(&self.lock).arg(&self.node);
                 async move { call.invoke_async(&mut conn).await }
             })
