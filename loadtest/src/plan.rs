@@ -13,7 +13,8 @@
 //! * batches: client `i` starts at `(i / batch_size) * batch_interval`;
 //! * timetable (open loop): after its `joined`, client `i` sends message `k` at
 //!   `joined + phase(i) + k / rate`, where the phase spreads a batch's clients
-//!   over one period instead of firing them all at once;
+//!   over one period instead of firing them all at once, in an order unrelated
+//!   to the order they join in (see [`Plan::phase`]);
 //! * shards (`--shard I/N`): generator `I` of `N` runs the clients numbered
 //!   `I` modulo `N` and computes the same plan as the others, so the shards
 //!   together run exactly the clients, rooms and timetable of one generator.
@@ -157,11 +158,18 @@ impl Plan {
         self.period
     }
 
-    /// Offset of a client's first send after its `joined`.
+    /// Offset of a client's first send after its `joined`: slot `s` of `batch_size`
+    /// even slots of one period. Clients join in about their numbering order, over
+    /// a spread that depends on the server, so the slot must not follow that order:
+    /// a phase growing with the client number adds to the connect spread, and the
+    /// sends of the first and last joiners pile up in one part of the period (a
+    /// 1 s spread at a 2.5 s period made some seconds carry 3.6 times the load of
+    /// others). So consecutive clients take slots a golden-ratio stride apart,
+    /// a permutation of a batch's slots that is uncorrelated with join order.
     pub fn phase(&self, client: u32) -> Duration {
-        let slot = client % self.batch_size;
-        self.period()
-            .mul_f64(f64::from(slot) / f64::from(self.batch_size))
+        let n = u64::from(self.batch_size);
+        let slot = (u64::from(client % self.batch_size) * golden_stride(n)) % n;
+        self.period().mul_f64(slot as f64 / n as f64)
     }
 
     /// The source address to bind, with `--source-ips`: 127.0.0.1 ..= 127.0.0.N.
@@ -204,6 +212,22 @@ impl Plan {
     pub fn planned_messages(&self) -> u64 {
         u64::from(self.own_clients()) * u64::from(self.messages)
     }
+}
+
+/// The stride nearest `n / φ` that is coprime with `n`, so that `i * stride % n`
+/// visits every slot of `0..n` once, consecutive `i` landing far apart.
+fn golden_stride(n: u64) -> u64 {
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut stride = ((n as f64) * 0.618_033_988_75).round().max(1.0) as u64;
+    while gcd(stride, n) != 1 {
+        stride += 1;
+    }
+    stride
 }
 
 #[cfg(test)]
@@ -291,7 +315,33 @@ mod tests {
         let p = plan(&["--rate", "10", "--batch-size", "4"], 1);
         assert_eq!(p.period(), Duration::from_millis(100));
         let phases: Vec<_> = (0..5).map(|c| p.phase(c).as_millis()).collect();
-        assert_eq!(phases, [0, 25, 50, 75, 0]);
+        // Stride 3 of 4 slots: every slot once per batch, neighbours apart.
+        assert_eq!(phases, [0, 75, 50, 25, 0]);
+    }
+
+    /// Clients of a batch join in about their numbering order, over a spread that
+    /// depends on the server (a slow server, a long spread). The offered load must
+    /// stay even anyway: first sends taken modulo the period fill it uniformly.
+    #[test]
+    fn the_offered_load_stays_even_whatever_the_connect_spread() {
+        let p = plan(
+            &["--rate", "0.4", "--batch-size", "1000", "--clients", "1000"],
+            1,
+        );
+        let period = p.period().as_secs_f64();
+        for spread in [0.0, 0.3, 1.0, 1.7, 4.0] {
+            let mut buckets = [0u32; 10];
+            for c in 0..1000 {
+                let joined = spread * f64::from(c) / 1000.0;
+                let first = (joined + p.phase(c).as_secs_f64()) % period;
+                buckets[(first / period * 10.0) as usize % 10] += 1;
+            }
+            let (lo, hi) = (buckets.iter().min(), buckets.iter().max());
+            assert!(
+                lo >= Some(&70) && hi <= Some(&130),
+                "connect spread {spread}s: sends per tenth of a period {buckets:?}"
+            );
+        }
     }
 
     #[test]
