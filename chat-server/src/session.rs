@@ -188,11 +188,15 @@ async fn write_loop(
     out: Outbound,
     app: Arc<App>,
 ) {
+    // Made once, not per frame: each is a waiter registered with a token.
+    let closed = out.closed();
+    let shutdown = app.shutdown.cancelled();
+    tokio::pin!(closed, shutdown);
     loop {
         tokio::select! {
             biased;
-            _ = out.closed() => break,
-            _ = app.shutdown.cancelled() => {
+            _ = &mut closed => break,
+            _ = &mut shutdown => {
                 out.close(CLOSE_GOING_AWAY, "going away");
                 break;
             }
