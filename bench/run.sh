@@ -360,37 +360,40 @@ measure_idle() { # TARGET
   stop_pid "$server_pid"
 }
 
-run_target() { # TARGET
-  local target=$1 offered rate messages
+# At every step of the ladder, each target in turn, on a fresh server: the
+# targets of one step run minutes apart instead of a whole ladder apart, so
+# slow drift in the machine's other load hits them alike.
+active=()
+for target in $targets; do
+  if [ "$target" = socketio ] && [ "$socketio" != 1 ]; then
+    log "socketio: skipped, this chat-load has no --protocol socketio"
+    continue
+  fi
+  active+=("$target")
+done
+for target in "${active[@]}"; do
   case "$target" in
     pg | socketio) start_services ;;
   esac
-  log "$target: ladder $ladder deliveries/s, ${duration}s each"
-  start_server "$target" ladder
-  for offered in $ladder; do
+done
+log "ladder $ladder deliveries/s, ${duration}s each, targets interleaved: ${active[*]}"
+for offered in $ladder; do
+  rate=$(awk -v d="$offered" -v c="$clients" -v m="$room_size" 'BEGIN{printf "%.6g", d/(c*m)}')
+  messages=$(awk -v r="$rate" -v s="$duration" 'BEGIN{n=int(r*s+0.5); print (n<1?1:n)}')
+  for target in "${active[@]}"; do
     check_budget
-    rate=$(awk -v d="$offered" -v c="$clients" -v m="$room_size" 'BEGIN{printf "%.6g", d/(c*m)}')
-    messages=$(awk -v r="$rate" -v s="$duration" 'BEGIN{n=int(r*s+0.5); print (n<1?1:n)}')
     log "$target @ $offered deliveries/s: --rate $rate --messages $messages"
+    start_server "$target" "ladder-$offered"
     load "$target" "$target-$offered" "$offered" --clients "$clients" --rooms "$rooms" \
       --batch-size "$clients" --batch-interval 0s --rate "$rate" --messages "$messages" \
       --drain-timeout 5s --connect-timeout 30s
+    stop_pid "$server_pid"
   done
-  stop_pid "$server_pid"
+done
+for target in "${active[@]}"; do
   check_budget
   log "$target: idle memory at $idle_conns connections"
   measure_idle "$target"
-}
-
-for target in $targets; do
-  case "$target" in
-    embedded | pg | floor) run_target "$target" ;;
-    socketio)
-      if [ "$socketio" = 1 ]; then run_target socketio; else
-        log "socketio: skipped, this chat-load has no --protocol socketio"
-      fi
-      ;;
-  esac
 done
 
 {
