@@ -252,7 +252,7 @@ start_server() { # TARGET TAG
         backend=(--sqlite-path "$work/chat-$2.db")
       fi
       RUST_LOG=warn taskset -c "$server_cpu" "$server_bin" --listen "127.0.0.1:$port" \
-        --max-connections $((idle_conns + 100)) "${backend[@]}" >"$logf" 2>&1 &
+        --max-connections $(((idle_conns > clients ? idle_conns : clients) + 100)) "${backend[@]}" >"$logf" 2>&1 &
       server_url="ws://127.0.0.1:$port/ws"
       ;;
     floor)
