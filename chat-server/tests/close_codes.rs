@@ -2,6 +2,7 @@
 //! limit, 4000 slow consumer; and JWT auth that works.
 
 mod support;
+use support::Connect;
 
 use serde_json::json;
 use support::{Server, TempDir, http_get, room, token};

@@ -1,6 +1,7 @@
 //! Two instances sharing Redis and PostgreSQL.
 
 mod support;
+use support::Connect;
 
 use serde_json::json;
 use sqlx::Connection;

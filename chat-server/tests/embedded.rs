@@ -1,6 +1,7 @@
 //! The embedded mode: no Redis, no PostgreSQL; in-process broker and SQLite.
 
 mod support;
+use support::Connect;
 
 use serde_json::json;
 use support::{Server, TempDir, http_json, room, seqs};

@@ -2,6 +2,7 @@
 //! (`unavailable` is covered where a backend goes down: tests/redis_restart.rs.)
 
 mod support;
+use support::Connect;
 
 use serde_json::{Value, json};
 use support::{Server, TempDir, room};

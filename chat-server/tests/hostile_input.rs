@@ -2,6 +2,7 @@
 //! documented error or close code, and nothing it sends stops other rooms.
 
 mod support;
+use support::Connect;
 
 use serde_json::{Value, json};
 use support::{Client, Server, fresh_database, http_json, room, seqs};

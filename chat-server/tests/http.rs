@@ -1,6 +1,7 @@
 //! The HTTP surface: page, probes, metrics, history and members APIs.
 
 mod support;
+use support::Connect;
 
 use serde_json::json;
 use support::{Server, TempDir, http_get, http_json, room, seqs};

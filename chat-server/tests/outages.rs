@@ -4,6 +4,7 @@
 //! server reconnects by itself, resubscribes, and nothing acked is lost.
 
 mod support;
+use support::Connect;
 
 use std::time::Duration;
 

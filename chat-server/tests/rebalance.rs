@@ -7,6 +7,7 @@
 //! that the room saw.
 
 mod support;
+use support::Connect;
 
 use std::collections::HashSet;
 use std::sync::Arc;

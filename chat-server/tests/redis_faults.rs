@@ -3,6 +3,7 @@
 //! went backwards (AOF `everysec`, a failover to a lagging replica).
 
 mod support;
+use support::Connect;
 
 use serde_json::json;
 use support::{

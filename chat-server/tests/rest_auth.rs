@@ -1,6 +1,7 @@
 //! With auth on, the JSON API wants the same JWT as the WebSocket.
 
 mod support;
+use support::Connect;
 
 use serde_json::Value;
 use support::{Server, TempDir, http_get_with, room, token};

@@ -3,6 +3,7 @@
 //! sender, and a gap that cannot be read is retried, never skipped.
 
 mod support;
+use support::Connect;
 
 use std::time::Duration;
 

@@ -13,65 +13,26 @@ use std::net::SocketAddr;
 mod http;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+
+use chat_testkit::{Server, TempDir, unique};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use clap::Parser;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Upper bound for any wait in a test (not an assertion on speed).
 const WAIT: Duration = Duration::from_secs(30);
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset (set by scripts/test.sh)"))
-}
-
-fn random_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("chat-load-test-{}", random_suffix()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// chat-server instances running on a runtime owned by the test.
+/// chat-server instances (chat-testkit's in-process servers) on a runtime owned
+/// by the test, which drives the chat-load subprocess synchronously.
 struct Cluster {
     rt: Runtime,
     servers: Vec<Server>,
-}
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Cluster {
@@ -107,112 +68,32 @@ impl Cluster {
     /// `n` instances on the shared Redis and a fresh PostgreSQL database.
     fn clustered(n: usize) -> Self {
         let mut cluster = Self::new();
-        let redis = env("CHAT_TEST_REDIS_URL");
-        let database = cluster.rt.block_on(fresh_database());
+        let database = cluster.rt.block_on(chat_testkit::fresh_database());
         for _ in 0..n {
-            cluster.start(&[
-                "--redis-url",
-                &redis,
-                "--database-url",
+            let server = cluster.rt.block_on(Server::clustered(
                 &database,
-                "--shutdown-grace-secs",
-                "3",
-            ]);
+                &["--shutdown-grace-secs", "3"],
+            ));
+            cluster.servers.push(server);
         }
         cluster
     }
 
     fn start(&mut self, args: &[&str]) {
-        let config = chat_server::Config::parse_from(
-            std::iter::once("chat-server").chain(args.iter().copied()),
-        );
-        let listener = self
-            .rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = self
-            .rt
-            .spawn(chat_server::run(listener, config, async move {
-                let _ = stopped.await;
-            }));
-        self.servers.push(Server {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        });
-        self.wait_ready(addr);
-    }
-
-    fn wait_ready(&self, addr: SocketAddr) {
-        let deadline = std::time::Instant::now() + WAIT;
-        while http::get(addr, "/readyz").is_none_or(|(status, _)| status != 200) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "chat-server on {addr} never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let server = self.rt.block_on(Server::start(args));
+        self.servers.push(server);
     }
 
     fn urls(&self) -> Vec<String> {
-        self.servers
-            .iter()
-            .map(|s| format!("ws://{}/ws", s.addr))
-            .collect()
+        self.servers.iter().map(Server::ws_url).collect()
     }
 
-    /// Triggers the graceful shutdown of instance `i` (its clients get 1001).
+    /// Shuts instance `i` down gracefully (its clients get 1001) and checks
+    /// that `run` returned cleanly; later instances move down one index.
     fn shut_down(&mut self, i: usize) {
-        if let Some(stop) = self.servers[i].stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.servers[i].task.take() {
-            let result = self
-                .rt
-                .block_on(async { tokio::time::timeout(WAIT, task).await });
-            result
-                .expect("chat-server stopped in time")
-                .expect("server task")
-                .expect("clean shutdown");
-        }
+        let server = self.servers.remove(i);
+        self.rt.block_on(server.stop()).expect("a clean shutdown");
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for server in &mut self.servers {
-            if let Some(stop) = server.stop.take() {
-                let _ = stop.send(());
-            }
-        }
-        let tasks: Vec<_> = self
-            .servers
-            .iter_mut()
-            .filter_map(|s| s.task.take())
-            .collect();
-        self.rt.block_on(async {
-            for task in tasks {
-                let _ = tokio::time::timeout(WAIT, task).await;
-            }
-        });
-    }
-}
-
-async fn fresh_database() -> String {
-    use sqlx::Connection;
-    let admin = env("CHAT_TEST_DATABASE_URL");
-    let name = format!("chat_load_test_{}", random_suffix());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("connect to the test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create a test database");
-    let (base, _) = admin.rsplit_once('/').expect("the database URL has a path");
-    format!("{base}/{name}")
 }
 
 /// A Prometheus sample of `addr`'s /metrics (0 when absent).
@@ -294,7 +175,7 @@ impl Load {
 
     /// The test's traffic, with the shape (clients, rooms, starts) in `args`.
     fn shaped(urls: &[String], args: &[&str], dir: &TempDir) -> Self {
-        let json_path = PathBuf::from(dir.file(&format!("summary-{}.json", random_suffix())));
+        let json_path = PathBuf::from(dir.file(&format!("{}.json", unique("summary"))));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-load"));
         for url in urls {
             cmd.args(["--url", url]);

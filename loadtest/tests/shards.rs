@@ -4,16 +4,13 @@
 //! shards' results merged with `loadtest::merge` must add up to the single
 //! run's counts, with latencies read from the merged HdrHistograms.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
+use chat_testkit::TempDir;
 use loadtest::Summary;
 use loadtest::merge;
 use loadtest::threshold::{self, Threshold};
-use tokio::sync::oneshot;
 
 /// 12 clients in 2 rooms, started together, 5 messages each at 10/s. With
 /// 3 shards every room has members in every shard, so deliveries cross
@@ -36,70 +33,27 @@ const SCENARIO: &[&str] = &[
     "--no-progress",
 ];
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("chat-load-shards-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
+/// An embedded chat-server (chat-testkit's) on a runtime of its own, stopped
+/// with it on drop.
+struct Embedded {
+    server: chat_testkit::Server,
+    _rt: tokio::runtime::Runtime,
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An embedded chat-server on 127.0.0.1:0, stopped on drop.
-struct Server {
-    rt: tokio::runtime::Runtime,
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Server {
-    fn start(dir: &Scratch) -> Self {
+impl Embedded {
+    fn start(dir: &TempDir) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let sqlite = dir.0.join("history.db");
-        let config = chat_server::Config::parse_from([
-            "chat-server",
-            "--sqlite-path",
-            sqlite.to_str().unwrap(),
-        ]);
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        rt.spawn(chat_server::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            rt,
-            url: format!("ws://{addr}/ws"),
-            stop: Some(stop),
-        }
+        let sqlite = dir.file("history.db");
+        let server = rt.block_on(chat_testkit::Server::start(&["--sqlite-path", &sqlite]));
+        Self { server, _rt: rt }
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.rt
-            .block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+    fn url(&self) -> String {
+        self.server.ws_url()
     }
 }
 
@@ -125,10 +79,10 @@ fn ok(out: &Output) -> String {
 
 #[test]
 fn shards_merge_to_the_counts_of_one_run() {
-    let dir = Scratch::new();
-    let server = Server::start(&dir);
+    let dir = TempDir::new();
+    let server = Embedded::start(&dir);
     let json = dir.0.join("single.json");
-    let single = chat_load(&server.url, &["--run-id", "single", "--json"])
+    let single = chat_load(&server.url(), &["--run-id", "single", "--json"])
         .arg(&json)
         .output()
         .unwrap();
@@ -144,7 +98,7 @@ fn shards_merge_to_the_counts_of_one_run() {
         .map(|i| {
             let shard = format!("{i}/3");
             chat_load(
-                &server.url,
+                &server.url(),
                 &["--run-id", "sharded", "--shard", &shard, "--start-at-file"],
             )
             .arg(&start)

@@ -157,8 +157,7 @@ fn a_clean_run_over_the_redis_adapter_is_complete() {
     if !node_ready() {
         return;
     }
-    let redis = std::env::var("CHAT_TEST_REDIS_URL")
-        .expect("CHAT_TEST_REDIS_URL is unset (set by scripts/test.sh)");
+    let redis = chat_testkit::redis_url();
     let env = [("REDIS_URL", redis.as_str())];
     let (a, b) = (SocketIo::start(&env), SocketIo::start(&env));
     let (code, s) = chat_load(&[&a, &b], &SMALL);

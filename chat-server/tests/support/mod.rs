@@ -1,137 +1,46 @@
-//! Shared helpers for the black-box tests: in-process servers on 127.0.0.1:0,
-//! a WebSocket client, a raw HTTP GET, and per-test isolation (fresh PostgreSQL
-//! database, random room names). Waits are bounded by timeouts only to avoid
-//! hangs; no assertion depends on timing.
+//! Helpers for chat-server's black-box tests. What chat-load's tests need too
+//! (in-process servers on 127.0.0.1:0, fresh PostgreSQL databases, scratch
+//! directories, a raw HTTP GET) lives in the `chat-testkit` crate and is
+//! re-exported here; this module adds the JSON-protocol WebSocket client, the
+//! proxies that cut connections, and the other helpers only these tests use.
+//! Waits are bounded by timeouts only to avoid hangs; no assertion depends on
+//! timing.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_server::Config;
-use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// Upper bound for any single wait in a test.
-pub const WAIT: Duration = Duration::from_secs(20);
-
-pub fn redis_url() -> String {
-    std::env::var("CHAT_TEST_REDIS_URL")
-        .expect("CHAT_TEST_REDIS_URL is unset (set by scripts/test.sh)")
-}
-
-pub fn admin_database_url() -> String {
-    std::env::var("CHAT_TEST_DATABASE_URL")
-        .expect("CHAT_TEST_DATABASE_URL is unset (set by scripts/test.sh)")
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::random::<u64>())
-}
 
 /// A random room name.
 pub fn room() -> String {
     unique("room")
 }
 
-/// Creates an empty database for one test; returns its URL.
-pub async fn fresh_database() -> String {
-    use sqlx::Connection;
-    let admin = admin_database_url();
-    let name = format!("chat_test_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("connect to test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
+// Each test binary uses its own subset.
+#[allow(unused_imports)]
+pub use chat_testkit::{
+    Server, TempDir, WAIT, admin_database_url, free_port, fresh_database, http_get, http_get_with,
+    redis_url, unique,
+};
+
+/// `server.client(query)`: a [`Client`] connected to a testkit [`Server`].
+#[allow(async_fn_in_trait)] // test code: no Send bound needed
+pub trait Connect {
+    async fn client(&self, query: &str) -> Client;
 }
 
-/// A chat-server running in this process.
-pub struct Server {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    /// Starts a server with these flags (after the program name).
-    pub async fn start(args: &[&str]) -> Server {
-        let mut argv = vec!["chat-server"];
-        argv.extend_from_slice(args);
-        let config = Config::parse_from(argv);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(chat_server::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        let server = Server {
-            addr,
-            stop: Some(stop),
-            task,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    /// A server on shared Redis + a given PostgreSQL database, plus extra flags.
-    pub async fn clustered(database_url: &str, extra: &[&str]) -> Server {
-        let redis = redis_url();
-        let mut args = vec![
-            "--redis-url",
-            redis.as_str(),
-            "--database-url",
-            database_url,
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&args).await
-    }
-
-    async fn wait_ready(&self) {
-        let ready = async {
-            loop {
-                if let Ok((200, _)) = http_get(self.addr, "/readyz").await {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(WAIT, ready)
-            .await
-            .expect("server became ready");
-    }
-
-    pub async fn client(&self, query: &str) -> Client {
+impl Connect for Server {
+    async fn client(&self, query: &str) -> Client {
         Client::connect(self.addr, query).await
-    }
-
-    /// Triggers shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("server stopped in time")
-            .expect("server task")
-    }
-
-    pub fn trigger_stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -249,57 +158,6 @@ impl Client {
 }
 
 /// GET over a fresh connection; returns status and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    http_get_with(addr, path, &[]).await
-}
-
-/// GET with extra request headers (`"Name: value"`).
-pub async fn http_get_with(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[&str],
-) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .map_err(|_| std::io::Error::other("timeout"))??;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// The `seq`s of a `history` frame's or the messages API's `messages`, in order.
 pub fn seqs(v: &Value) -> Vec<u64> {
     v["messages"]
@@ -316,35 +174,6 @@ pub async fn http_json(addr: SocketAddr, path: &str) -> (u16, Value) {
         status,
         serde_json::from_str(&body).unwrap_or(Value::String(body)),
     )
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(unique("chat-test"));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn file(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub async fn start_redis(port: u16) -> Child {

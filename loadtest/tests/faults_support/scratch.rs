@@ -1,5 +1,5 @@
 //! A scratch directory per scenario, and the small utilities every process
-//! helper needs (unique names, free ports, bounded polling).
+//! helper needs (unique names, free ports from chat-testkit, bounded polling).
 //!
 //! The directory holds the data and logs of the scenario's processes. It is
 //! removed when the scenario passes and kept, with its path printed, when it
@@ -54,13 +54,7 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
-}
+pub use chat_testkit::free_port;
 
 /// Polls `done` until it holds; false if it still does not after [`WAIT`].
 pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
