@@ -16,7 +16,10 @@ async fn an_embedded_server_serves_until_stopped_and_stops_cleanly() {
         http_get(addr, "/readyz").await.is_err(),
         "nothing listens on {addr} after stop"
     );
-    assert!(std::path::Path::new(&sqlite).exists(), "history in the scratch dir");
+    assert!(
+        std::path::Path::new(&sqlite).exists(),
+        "history in the scratch dir"
+    );
     let path = dir.0.clone();
     drop(dir);
     assert!(!path.exists(), "the scratch directory is removed on drop");
