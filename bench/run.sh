@@ -329,10 +329,16 @@ measure_idle() { # TARGET
   base_rss=$(rss_kib "$server_pid")
   on_load_started=idle_probe
   idle_probe() { # LOAD_PID: wait for every connection, let RSS settle, sample
-    local conns=0 _
+    # Every connection, or as many as the server took once the count has not
+    # grown for 5 s (a server that refuses or times out some would otherwise
+    # be sampled after chat-load left, with nothing connected).
+    local conns=0 last=-1 still=0 _
     for _ in $(seq $((idle_conns / 50 + 120))); do
       conns=$(ss -Htn state established "( sport = :$server_port )" | wc -l)
       [ "$conns" -ge "$idle_conns" ] && break
+      if [ "$conns" -gt 0 ] && [ "$conns" = "$last" ]; then still=$((still + 1)); else still=0; fi
+      [ "$still" -ge 10 ] && break
+      last=$conns
       kill -0 "$1" 2>/dev/null || break
       sleep 0.5
     done
