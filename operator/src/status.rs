@@ -25,10 +25,13 @@ pub struct Observed {
 }
 
 /// One condition's verdict before timestamps are attached.
-struct Verdict {
-    ready: bool,
-    reason: &'static str,
-    message: String,
+pub(crate) struct Verdict {
+    /// The condition's status: True or False.
+    pub ready: bool,
+    /// Its reason, a CamelCase word.
+    pub reason: &'static str,
+    /// What a person reads.
+    pub message: String,
 }
 
 impl Verdict {
@@ -100,6 +103,11 @@ pub fn compute(
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     let generation = cc.metadata.generation;
+    let stamp = Stamp {
+        generation,
+        previous,
+        now,
+    };
     let conditions = [
         (ConditionType::Ready, ready),
         (ConditionType::RedisReady, redis),
@@ -108,17 +116,7 @@ pub fn compute(
         (ConditionType::Reconciled, reconciled),
     ]
     .into_iter()
-    .map(|(kind, v)| {
-        condition(
-            kind.as_str(),
-            v.ready,
-            v.reason,
-            v.message,
-            generation,
-            previous,
-            now,
-        )
-    })
+    .map(|(kind, v)| stamp.condition(kind.as_str(), v))
     .collect();
 
     ChatClusterStatus {
@@ -152,15 +150,14 @@ pub fn with_reconcile_failure(
     now: &Time,
 ) -> ChatClusterStatus {
     let mut status = cc.status.clone().unwrap_or_default();
-    let v = reconciled_verdict(failures);
-    let updated = condition(
-        ConditionType::Reconciled.as_str(),
-        v.ready,
-        v.reason,
-        v.message,
-        cc.metadata.generation,
-        &status.conditions,
+    let stamp = Stamp {
+        generation: cc.metadata.generation,
+        previous: &status.conditions,
         now,
+    };
+    let updated = stamp.condition(
+        ConditionType::Reconciled.as_str(),
+        reconciled_verdict(failures),
     );
     status
         .conditions
@@ -180,14 +177,14 @@ pub fn pending(
     let previous_status = cc.status.clone().unwrap_or_default();
     let previous = previous_status.conditions.as_slice();
     let generation = cc.metadata.generation;
-    let mut conditions = vec![condition(
-        ConditionType::Ready.as_str(),
-        false,
-        reason,
-        message.to_string(),
+    let stamp = Stamp {
         generation,
         previous,
         now,
+    };
+    let mut conditions = vec![stamp.condition(
+        ConditionType::Ready.as_str(),
+        Verdict::not_ready(reason, message.to_string()),
     )];
     // Keep the component conditions as last observed: they are still true facts.
     conditions.extend(
@@ -329,30 +326,33 @@ fn server_verdict(cc: &ChatCluster, deployment: Option<&Deployment>) -> Verdict 
     }
 }
 
-/// A condition of type `kind`; its transition time is kept from `previous`
-/// while its status does not change.
-pub(crate) fn condition(
-    kind: &str,
-    ready: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    previous: &[Condition],
-    now: &Time,
-) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == kind && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: kind.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
+/// What the conditions of one status update share: the generation they
+/// describe, the conditions they replace, and the time.
+pub(crate) struct Stamp<'a> {
+    pub generation: Option<i64>,
+    pub previous: &'a [Condition],
+    pub now: &'a Time,
+}
+
+impl Stamp<'_> {
+    /// A condition of type `kind` saying `verdict`; its transition time is
+    /// kept from `previous` while its status does not change.
+    pub(crate) fn condition(&self, kind: &str, verdict: Verdict) -> Condition {
+        let status = if verdict.ready { "True" } else { "False" };
+        let last_transition_time = self
+            .previous
+            .iter()
+            .find(|c| c.type_ == kind && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.now.clone());
+        Condition {
+            type_: kind.into(),
+            status: status.into(),
+            reason: verdict.reason.into(),
+            message: verdict.message,
+            observed_generation: self.generation,
+            last_transition_time,
+        }
     }
 }
 
