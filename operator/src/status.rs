@@ -359,20 +359,14 @@ impl Stamp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::{ChatClusterSpec, SecretKeyRef};
+    use crate::meta::{TestCluster, test_cluster};
+    use crds::SecretKeyRef;
     use k8s_openapi::api::apps::v1::DeploymentCondition;
     use k8s_openapi::api::apps::v1::{
         DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::jiff::Timestamp;
-
-    fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc.metadata.generation = Some(4);
-        cc
-    }
 
     /// A Deployment at generation 2 whose controller observed it and updated every pod.
     fn deployment(wanted: i32, ready: i32) -> Deployment {
@@ -436,7 +430,12 @@ mod tests {
 
     #[test]
     fn nothing_observed_is_provisioning() {
-        let s = compute(&cluster(), &Observed::default(), &[], &now());
+        let s = compute(
+            &test_cluster().with_generation(4),
+            &Observed::default(),
+            &[],
+            &now(),
+        );
         assert_eq!(s.phase, Some(Phase::Provisioning));
         assert_eq!(find(&s, ConditionType::Ready).status, "False");
         assert_eq!(find(&s, ConditionType::ServerReady).reason, "NotFound");
@@ -451,7 +450,7 @@ mod tests {
             redis: Some(sts(1)),
             postgres: Some(sts(1)),
         };
-        let s = compute(&cluster(), &observed, &[], &now());
+        let s = compute(&test_cluster().with_generation(4), &observed, &[], &now());
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!((s.replicas, s.ready_replicas), (3, 3));
         for c in &s.conditions {
@@ -467,7 +466,7 @@ mod tests {
             redis: Some(sts(0)),
             postgres: Some(sts(1)),
         };
-        let s = compute(&cluster(), &observed, &[], &now());
+        let s = compute(&test_cluster().with_generation(4), &observed, &[], &now());
         assert_eq!(s.phase, Some(Phase::Degraded));
         let ready = find(&s, ConditionType::Ready);
         assert_eq!(ready.message, "waiting for Redis, chat-server");
@@ -479,7 +478,7 @@ mod tests {
 
     #[test]
     fn external_backends_count_as_ready() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         cc.spec.postgres.mode = BackendMode::External;
         cc.spec.postgres.secret_ref = Some(SecretKeyRef {
             name: "pg".into(),
@@ -497,7 +496,7 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_status_is_unchanged() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         let first = compute(&cc, &Observed::default(), &[], &now());
         cc.status = Some(first.clone());
         let later = Time(Timestamp::from_second(1_700_000_100).unwrap());
@@ -520,7 +519,7 @@ mod tests {
 
     #[test]
     fn pending_keeps_component_conditions() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         cc.status = Some(compute(&cc, &Observed::default(), &[], &now()));
         let s = pending(
             &cc,
@@ -537,7 +536,12 @@ mod tests {
     fn a_spec_the_deployment_controller_has_not_observed_is_not_ready() {
         let mut server = deployment(3, 3);
         server.metadata.generation = Some(3);
-        let s = compute(&cluster(), &ready_backends(server), &[], &now());
+        let s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(server),
+            &[],
+            &now(),
+        );
         let c = find(&s, ConditionType::ServerReady);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -552,7 +556,12 @@ mod tests {
         let status = server.status.as_mut().unwrap();
         status.replicas = Some(4);
         status.updated_replicas = Some(1);
-        let mut s = compute(&cluster(), &ready_backends(server.clone()), &[], &now());
+        let mut s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(server.clone()),
+            &[],
+            &now(),
+        );
         assert_eq!(find(&s, ConditionType::ServerReady).reason, "RollingOut");
         server.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
             type_: "Progressing".into(),
@@ -561,7 +570,12 @@ mod tests {
             message: Some("ReplicaSet \"demo-1\" has timed out progressing.".into()),
             ..DeploymentCondition::default()
         }]);
-        s = compute(&cluster(), &ready_backends(server), &[], &now());
+        s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(server),
+            &[],
+            &now(),
+        );
         let c = find(&s, ConditionType::ServerReady);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -573,14 +587,19 @@ mod tests {
 
     #[test]
     fn an_autoscaler_scale_up_keeps_the_cluster_ready() {
-        let s = compute(&cluster(), &ready_backends(deployment(5, 3)), &[], &now());
+        let s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(deployment(5, 3)),
+            &[],
+            &now(),
+        );
         let c = find(&s, ConditionType::ServerReady);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("True", "ScalingUp")
         );
         assert_eq!(s.phase, Some(Phase::Ready));
-        let mut fixed = cluster();
+        let mut fixed = test_cluster().with_generation(4);
         fixed.spec.autoscaling.enabled = false;
         let s = compute(&fixed, &ready_backends(deployment(5, 3)), &[], &now());
         assert_eq!(
@@ -597,7 +616,7 @@ mod tests {
             redis: Some(redis),
             ..ready_backends(deployment(3, 3))
         };
-        let s = compute(&cluster(), &observed, &[], &now());
+        let s = compute(&test_cluster().with_generation(4), &observed, &[], &now());
         assert_eq!(find(&s, ConditionType::RedisReady).reason, "RollingOut");
         assert_eq!(find(&s, ConditionType::Ready).status, "False");
     }
@@ -606,7 +625,7 @@ mod tests {
     fn failed_children_show_as_a_reconciled_condition() {
         let failures = vec!["apply StatefulSet/demo-postgres: Forbidden".to_string()];
         let s = compute(
-            &cluster(),
+            &test_cluster().with_generation(4),
             &ready_backends(deployment(3, 3)),
             &failures,
             &now(),
@@ -617,7 +636,7 @@ mod tests {
             ("False", "ReconcileFailed")
         );
         assert!(c.message.contains("StatefulSet/demo-postgres"));
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         cc.status = Some(compute(&cc, &Observed::default(), &[], &now()));
         let s = with_reconcile_failure(&cc, &failures, &now());
         assert_eq!(find(&s, ConditionType::Reconciled).status, "False");
