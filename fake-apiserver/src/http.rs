@@ -716,7 +716,7 @@ fn openapi_group_version(types: &[ResourceType], group: &str, version: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_apiserver::store::Store;
+    use crate::store::Store;
 
     fn change(type_: &'static str, old: Option<&str>, new: &str) -> Change {
         let object = |app: &str| json!({"metadata": {"name": "a", "labels": {"app": app}}});
