@@ -117,15 +117,9 @@ fn respond(
         && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
         && !is_scale(&target)
         && let Ok(sent) = parse_body(body)
+        && let Err(error) = validation::strict(&target.rt, &sent)
     {
-        let unknown = validation::unknown_fields(&target.rt, &sent);
-        if !unknown.is_empty() {
-            let fields: Vec<String> = unknown
-                .iter()
-                .map(|f| format!(".{f}: field not declared in schema"))
-                .collect();
-            return error_response(&ApiError::bad_request(fields.join(", ")));
-        }
+        return error_response(&error);
     }
     if target.subresource.as_deref() == Some("log") {
         return pod_log(&shared, &target, method, &query);
