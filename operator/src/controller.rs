@@ -580,6 +580,7 @@ async fn check_password(cc: &ChatCluster, ctx: &Context, secret: Option<&Secret>
     if exists {
         return Err(Error::PasswordMissing {
             secret: names.secret(),
+            key: POSTGRES_PASSWORD_KEY,
             claim,
         });
     }

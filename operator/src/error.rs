@@ -37,10 +37,13 @@ pub enum Error {
     /// not: PostgreSQL fixed its password when that volume was initialised, so
     /// a new one would lock everyone out of the data.
     #[error(
-        "Secret {secret} has no {key}, but PostgreSQL's data volume {claim} exists, and its password was fixed when that volume was initialised: the operator will not generate a new one. Restore the Secret {secret} with the original {key} (from a backup), or, to start over with an empty database, delete the claim {claim}",
-        key = crate::children::secrets::POSTGRES_PASSWORD_KEY
+        "Secret {secret} has no {key}, but PostgreSQL's data volume {claim} exists, and its password was fixed when that volume was initialised: the operator will not generate a new one. Restore the Secret {secret} with the original {key} (from a backup), or, to start over with an empty database, delete the claim {claim}"
     )]
-    PasswordMissing { secret: String, claim: String },
+    PasswordMissing {
+        secret: String,
+        key: &'static str,
+        claim: String,
+    },
 
     /// The finalizer machinery failed (adding or removing the finalizer, or cleanup).
     #[error("finalizer: {0}")]
@@ -140,6 +143,7 @@ mod tests {
             },
             Error::PasswordMissing {
                 secret: "demo".into(),
+                key: "postgres-password",
                 claim: "data-demo-postgres-0".into(),
             },
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
