@@ -7,7 +7,8 @@
 #   - every manifest under k8s/ and crds/, and the kustomize output, is valid
 #     for Kubernetes 1.30 and 1.33 (kubernetes-validate --strict for built-in
 #     kinds; ChatClusters and ChatLoadTests against their CRD's schema,
-#     defaults and CEL rules);
+#     defaults and CEL rules, judged by fake-apiserver's crd-admit: the same
+#     admission the operator's tests meet);
 #   - every example under k8s/examples/invalid/ is rejected, for its reason;
 #   - `operator render` of every ChatCluster example prints objects that pass the
 #     same validation;
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 here=scripts/lint-k8s
 kube_versions=(-k 1.30.0 -k 1.33.0)
 crds=(crds/chatcluster.yaml crds/chatloadtest.yaml)
-crd_args=(--crd crds/chatcluster.yaml --crd crds/chatloadtest.yaml)
+crd_args=(--crd crds/chatcluster.yaml --crd crds/chatloadtest.yaml --admit target/debug/crd-admit)
 dockerfiles=(Dockerfile.server Dockerfile.operator Dockerfile.loadtest)
 
 fail() { echo "lint-k8s: $*" >&2; exit 1; }
@@ -56,6 +57,10 @@ trap 'rm -rf "$work"' EXIT
 echo "hadolint: ${dockerfiles[*]} clean"
 
 # --- manifests ---------------------------------------------------------------
+# Custom resources are admitted by the fake API server's own code (one judge for
+# the lint and the operator's tests); --workspace keeps the feature set of the
+# workspace build, so nothing is compiled again after `cargo test --workspace`.
+cargo build -q --locked --workspace --bin crd-admit || fail "cargo build --bin crd-admit failed"
 for crd in "${crds[@]}"; do
   copy="k8s/base/crd-$(basename "$crd")"
   cmp -s "$crd" "$copy" || fail "$copy differs from $crd; run: cp $crd $copy"

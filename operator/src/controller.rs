@@ -1,18 +1,21 @@
 //! The reconciler: drives the cluster towards what the ChatCluster asks for.
 //!
 //! Shaped like kube-rs's controller-rs: a free [`reconcile`] and [`error_policy`]
-//! over a shared [`Context`]. One reconcile
-//! 1. checks what cannot be built around (an invalid spec, a missing external
-//!    Secret, a data volume whose password is gone), and stops with a Pending
-//!    status that says what to do;
-//! 2. resolves the generated credentials (kept, never rotated);
-//! 3. server-side-applies every child under one field manager (which also
-//!    repairs drift: an edited or deleted child is restored). A child the API
-//!    server refuses does not stop the others: every failure is collected
-//!    into the Reconciled condition, and the reconcile is retried;
-//! 4. deletes optional children whose switch was turned off;
-//! 5. reads the workloads back and writes the status from what their
+//! over a shared [`Context`]. One reconcile runs three steps:
+//! 1. validate: checks what cannot be built around (an invalid spec, a missing
+//!    external Secret, a data volume whose password is gone), and stops with a
+//!    Pending status that says what to do;
+//! 2. provision: resolves the generated credentials (kept, never rotated),
+//!    server-side-applies every child under one field manager (which also
+//!    repairs drift: an edited or deleted child is restored), and deletes
+//!    optional children whose switch was turned off. A child the API server
+//!    refuses does not stop the others: every failure is collected into the
+//!    Reconciled condition, and the reconcile is retried;
+//! 3. observe: reads the workloads back and writes the status from what their
 //!    controllers report for the current spec.
+//!
+//! Every Event goes through [`Context::event`], with one of the reasons in
+//! [`EventReason`].
 //!
 //! Deletion runs through a finalizer that honours PostgreSQL's retention policy
 //! before the garbage collector cascades over the ownerReferences.
@@ -35,7 +38,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -50,6 +53,7 @@ use crate::children::secrets::Credentials;
 use crate::children::secrets::POSTGRES_PASSWORD_KEY;
 use crate::children::{self, Child};
 use crate::error::{Error, Result};
+use crate::events::EventReason;
 use crate::meta::{
     CONFIG_HASH_ANNOTATION, Component, FINALIZER, MANAGED_BY_SELECTOR, MANAGER, Names,
 };
@@ -110,24 +114,18 @@ impl Context {
         })
     }
 
-    /// Records an Event; failing to record one is logged, never fatal.
-    async fn publish(
-        &self,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-        reference: &ObjectReference,
-    ) {
+    /// Records an Event about `reference`, of the type and action its
+    /// reason goes with; failing to record one is logged, never fatal.
+    pub async fn event(&self, reason: EventReason, note: String, reference: &ObjectReference) {
         let event = Event {
-            type_,
-            reason: reason.into(),
+            type_: reason.event_type(),
+            reason: reason.as_str().into(),
             note: Some(note),
-            action: action.into(),
+            action: reason.action().into(),
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, reference).await {
-            warn!(%error, reason, "could not record an Event");
+            warn!(%error, reason = reason.as_str(), "could not record an Event");
         }
     }
 }
@@ -348,14 +346,8 @@ pub fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> A
     let reference = cc.object_ref(&());
     let note = error.to_string();
     tokio::spawn(async move {
-        ctx.publish(
-            EventType::Warning,
-            "ReconcileFailed",
-            "Reconcile",
-            note,
-            &reference,
-        )
-        .await;
+        ctx.event(EventReason::ReconcileFailed, note, &reference)
+            .await;
     });
     Action::requeue(delay)
 }
@@ -376,65 +368,97 @@ async fn apply(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     result
 }
 
-/// Stops with a Pending status and a Warning Event.
-async fn hold(
-    cc: &ChatCluster,
-    ctx: &Context,
-    reason: &'static str,
-    message: String,
-) -> Result<()> {
-    ctx.publish(
-        EventType::Warning,
-        reason,
-        "Validate",
-        message.clone(),
-        &cc.object_ref(&()),
-    )
-    .await;
-    write_status(cc, ctx, status::pending(cc, reason, &message, &now())).await
+/// validate → provision → observe. A cluster that fails validation waits
+/// (see [`hold`]) and is not provisioned.
+async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
+    let inputs = match validate(cc, ctx).await {
+        Ok(inputs) => inputs,
+        Err(error) => return hold(cc, ctx, error).await,
+    };
+    let provisioned = provision(cc, ctx, inputs).await?;
+    observe(cc, ctx, provisioned).await
 }
 
-async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
-    let names = Names::of(cc);
-    let reference = cc.object_ref(&());
+/// What validation read that provisioning needs.
+struct Inputs {
+    /// The External backends' Secret values.
+    external: ExternalInputs,
+    /// The cluster's generated Secret, if it exists yet.
+    secret: Option<Secret>,
+}
 
+/// Checks what cannot be built around: the spec ([`Error::InvalidSpec`]), the
+/// External backends' Secrets ([`Error::MissingSecret`]), and a PostgreSQL
+/// password that cannot be generated ([`Error::PasswordMissing`]).
+async fn validate(cc: &ChatCluster, ctx: &Context) -> Result<Inputs> {
     let problems = cc.spec.problems();
     if !problems.is_empty() {
-        hold(cc, ctx, "InvalidSpec", problems.join("; ")).await?;
-        return Ok(Action::await_change());
+        return Err(Error::InvalidSpec {
+            name: cc.name_any(),
+            problems,
+        });
     }
-    let external = match external_inputs(cc, &ctx.client).await? {
-        Ok(values) => values,
-        Err(message) => {
-            hold(cc, ctx, "SecretNotFound", message).await?;
-            return Ok(Action::requeue(ctx.settings.pending_requeue));
-        }
-    };
-
+    let external = external_inputs(cc, &ctx.client).await?;
+    let names = Names::of(cc);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let existing = secrets
+    let secret = secrets
         .get_opt(&names.secret())
         .await
         .map_err(Error::kube("get", format!("Secret/{}", names.secret())))?;
-    if let Some(message) = lost_password(cc, ctx, existing.as_ref()).await? {
-        hold(cc, ctx, "PasswordMissing", message).await?;
-        return Ok(Action::requeue(ctx.settings.pending_requeue));
-    }
-    let (creds, generated) = Credentials::resolve(cc, existing.as_ref());
+    check_password(cc, ctx, secret.as_ref()).await?;
+    Ok(Inputs { external, secret })
+}
+
+/// Stops on a validation failure with a Pending status and a Warning Event:
+/// only the user can fix it, so it is not retried with backoff (an invalid
+/// spec waits for a change, a Secret is looked at again now and then). Any
+/// other error is returned as it is.
+async fn hold(cc: &ChatCluster, ctx: &Context, error: Error) -> Result<Action> {
+    let pending = Action::requeue(ctx.settings.pending_requeue);
+    let (reason, message, action) = match &error {
+        Error::InvalidSpec { problems, .. } => (
+            EventReason::InvalidSpec,
+            problems.join("; "),
+            Action::await_change(),
+        ),
+        Error::MissingSecret { .. } => (EventReason::SecretNotFound, error.to_string(), pending),
+        Error::PasswordMissing { .. } => (EventReason::PasswordMissing, error.to_string(), pending),
+        _ => return Err(error),
+    };
+    ctx.event(reason, message.clone(), &cc.object_ref(&()))
+        .await;
+    let status = status::pending(cc, reason.as_str(), &message, &now());
+    write_status(cc, ctx, status).await?;
+    Ok(action)
+}
+
+/// What provisioning did, for [`observe`] to report.
+struct Provisioned {
+    /// The desired children less the failures: what the Provisioned Event counts.
+    applied: usize,
+    /// One message per child that could not be applied or pruned.
+    failures: Vec<String>,
+    /// The chat-server pod template's hash before the applies (None: no Deployment yet).
+    previous_hash: Option<String>,
+}
+
+/// Resolves the credentials, server-side-applies every child and prunes the
+/// ones the spec no longer asks for. Every child is attempted: one the API
+/// server refuses must not keep the others (ConfigMap, Deployment, policies)
+/// from following the spec.
+async fn provision(cc: &ChatCluster, ctx: &Context, inputs: Inputs) -> Result<Provisioned> {
+    let names = Names::of(cc);
+    let reference = cc.object_ref(&());
+    let (creds, generated) = Credentials::resolve(cc, inputs.secret.as_ref());
     if !generated.is_empty() {
         info!(secret = names.secret(), keys = ?generated, "generated credentials");
-        ctx.publish(
-            EventType::Normal,
-            "SecretGenerated",
-            "Provision",
-            format!(
-                "generated {} in Secret {}",
-                generated.join(", "),
-                names.secret()
-            ),
-            &reference,
-        )
-        .await;
+        let note = format!(
+            "generated {} in Secret {}",
+            generated.join(", "),
+            names.secret()
+        );
+        ctx.event(EventReason::SecretGenerated, note, &reference)
+            .await;
     }
 
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &names.namespace);
@@ -444,9 +468,7 @@ async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         .map_err(Error::kube("get", format!("Deployment/{}", names.server())))?
         .map(|d| pod_template_hash(&d));
 
-    // Every child is attempted: one the API server refuses must not keep the
-    // others (ConfigMap, Deployment, policies) from following the spec.
-    let desired = children::desired(cc, &creds, &external);
+    let desired = children::desired(cc, &creds, &inputs.external);
     let mut failures = Vec::new();
     for child in &desired {
         if child.resource.kind == "StatefulSet" && child.name == names.redis() {
@@ -460,38 +482,35 @@ async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     if let Err(error) = prune(cc, ctx, &desired, &reference).await {
         failures.push(error.to_string());
     }
+    Ok(Provisioned {
+        applied: desired.len().saturating_sub(failures.len()),
+        failures,
+        previous_hash,
+    })
+}
 
-    // Read back after the applies: the status a workload controller wrote for
-    // the new spec (or has not yet: observedGeneration tells).
-    let observed = observe(cc, ctx, &names).await?;
+/// Reads the workloads back after the applies (the status a workload
+/// controller wrote for the new spec, or has not yet: observedGeneration
+/// tells), reports what changed in Events, and writes the status.
+async fn observe(cc: &ChatCluster, ctx: &Context, provisioned: Provisioned) -> Result<Action> {
+    let names = Names::of(cc);
+    let reference = cc.object_ref(&());
+    let observed = read_workloads(cc, ctx, &names).await?;
     let new_hash = observed.server.as_ref().map(pod_template_hash);
-    match previous_hash {
+    match provisioned.previous_hash {
         None if observed.server.is_some() => {
-            ctx.publish(
-                EventType::Normal,
-                "Provisioned",
-                "Provision",
-                format!(
-                    "applied {} child objects",
-                    desired.len().saturating_sub(failures.len())
-                ),
-                &reference,
-            )
-            .await;
+            let note = format!("applied {} child objects", provisioned.applied);
+            ctx.event(EventReason::Provisioned, note, &reference).await;
         }
         Some(previous) if new_hash.is_some() && Some(&previous) != new_hash.as_ref() => {
-            ctx.publish(
-                EventType::Normal,
-                "ConfigChanged",
-                "Rollout",
-                "configuration or credentials changed; rolling the chat-server pods".into(),
-                &reference,
-            )
-            .await;
+            let note = "configuration or credentials changed; rolling the chat-server pods";
+            ctx.event(EventReason::ConfigChanged, note.into(), &reference)
+                .await;
         }
         _ => {}
     }
 
+    let failures = provisioned.failures;
     let computed = status::compute(cc, &observed, &failures, &now());
     let phase = computed.phase;
     let previous_phase = cc.status.as_ref().and_then(|s| s.phase);
@@ -499,14 +518,8 @@ async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     if previous_phase != phase
         && let Some(phase) = phase
     {
-        ctx.publish(
-            EventType::Normal,
-            "PhaseChanged",
-            "Reconcile",
-            format!("phase is now {}", phase.as_str()),
-            &reference,
-        )
-        .await;
+        let note = format!("phase is now {}", phase.as_str());
+        ctx.event(EventReason::PhaseChanged, note, &reference).await;
     }
     if !failures.is_empty() {
         return Err(Error::Children(failures));
@@ -515,7 +528,7 @@ async fn reconcile_children(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
 }
 
 /// The workloads as the API server holds them now.
-async fn observe(cc: &ChatCluster, ctx: &Context, names: &Names) -> Result<Observed> {
+async fn read_workloads(cc: &ChatCluster, ctx: &Context, names: &Names) -> Result<Observed> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let server = deployments
         .get_opt(&names.server())
@@ -547,17 +560,14 @@ async fn backend(
         .map_err(Error::kube("get", format!("StatefulSet/{name}")))
 }
 
-/// Why the PostgreSQL password cannot be generated, if it cannot: the Secret
-/// lacks it but the data volume exists. PostgreSQL set its password when that
-/// volume was initialised; a new one would lock everyone out of the data.
-async fn lost_password(
-    cc: &ChatCluster,
-    ctx: &Context,
-    secret: Option<&Secret>,
-) -> Result<Option<String>> {
+/// Fails with [`Error::PasswordMissing`] if the PostgreSQL password cannot be
+/// generated: the Secret lacks it but the data volume exists. PostgreSQL set
+/// its password when that volume was initialised; a new one would lock
+/// everyone out of the data.
+async fn check_password(cc: &ChatCluster, ctx: &Context, secret: Option<&Secret>) -> Result<()> {
     let has_password = secret.is_some_and(|s| secret_value(s, POSTGRES_PASSWORD_KEY).is_some());
     if cc.spec.postgres.mode != BackendMode::Managed || has_password {
-        return Ok(None);
+        return Ok(());
     }
     let names = Names::of(cc);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
@@ -567,12 +577,14 @@ async fn lost_password(
         .await
         .map_err(Error::kube("get", format!("PersistentVolumeClaim/{claim}")))?
         .is_some();
-    Ok(exists.then(|| {
-        format!(
-            "Secret {secret} has no {POSTGRES_PASSWORD_KEY}, but PostgreSQL's data volume {claim} exists, and its password was fixed when that volume was initialised: the operator will not generate a new one. Restore the Secret {secret} with the original {POSTGRES_PASSWORD_KEY} (from a backup), or, to start over with an empty database, delete the claim {claim}",
-            secret = names.secret(),
-        )
-    }))
+    if exists {
+        return Err(Error::PasswordMissing {
+            secret: names.secret(),
+            key: POSTGRES_PASSWORD_KEY,
+            claim,
+        });
+    }
+    Ok(())
 }
 
 /// The Redis StatefulSet's volumeClaimTemplates are immutable, so switching
@@ -598,17 +610,12 @@ async fn recreate_on_claim_change(
         return Ok(());
     }
     delete_ignoring_not_found(&statefulsets, &desired.name, desired.describe()).await?;
-    ctx.publish(
-        EventType::Normal,
-        "RedisRecreated",
-        "Reconcile",
-        format!(
-            "redis.persistence changed; recreated {} (its claim template cannot change in place)",
-            desired.describe()
-        ),
-        reference,
-    )
-    .await;
+    let note = format!(
+        "redis.persistence changed; recreated {} (its claim template cannot change in place)",
+        desired.describe()
+    );
+    ctx.event(EventReason::RedisRecreated, note, reference)
+        .await;
     Ok(())
 }
 
@@ -710,14 +717,8 @@ async fn prune(
         }
         if delete_ignoring_not_found(&api, &stale.name, stale.describe()).await? {
             info!(child = stale.describe(), "deleted: no longer in the spec");
-            ctx.publish(
-                EventType::Normal,
-                "Removed",
-                "Prune",
-                format!("deleted {}: no longer in the spec", stale.describe()),
-                reference,
-            )
-            .await;
+            let note = format!("deleted {}: no longer in the spec", stale.describe());
+            ctx.event(EventReason::Removed, note, reference).await;
         }
     }
     Ok(())
@@ -737,12 +738,9 @@ where
 }
 
 /// The values of the External backends' Secret keys, by backend, for the
-/// pod-template hash (a rotated URL rolls the pods); or, as the inner error,
-/// why one is unusable.
-async fn external_inputs(
-    cc: &ChatCluster,
-    client: &Client,
-) -> Result<std::result::Result<ExternalInputs, String>> {
+/// pod-template hash (a rotated URL rolls the pods); or [`Error::MissingSecret`]
+/// saying why one is unusable.
+async fn external_inputs(cc: &ChatCluster, client: &Client) -> Result<ExternalInputs> {
     let namespace = cc.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut inputs = ExternalInputs::default();
@@ -762,14 +760,13 @@ async fn external_inputs(
                 continue;
             }
         };
-        let message = Error::MissingSecret {
+        return Err(Error::MissingSecret {
             backend,
             secret: format!("{}/{}", reference.name, reference.key),
             reason: problem.into(),
-        };
-        return Ok(Err(message.to_string()));
+        });
     }
-    Ok(Ok(inputs))
+    Ok(inputs)
 }
 
 /// A Secret's value under `key` (the API server has merged any `stringData` into `data`).
@@ -844,34 +841,24 @@ async fn cleanup(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
                 }
             }
             info!(cluster = names.cluster, claims = ?deleted, "retention policy Delete: claims deleted");
-            ctx.publish(
-                EventType::Normal,
-                "VolumesDeleted",
-                "Cleanup",
-                format!(
-                    "retention policy Delete: deleted claims [{}]",
-                    deleted.join(", ")
-                ),
-                &reference,
-            )
-            .await;
+            let note = format!(
+                "retention policy Delete: deleted claims [{}]",
+                deleted.join(", ")
+            );
+            ctx.event(EventReason::VolumesDeleted, note, &reference)
+                .await;
         }
         RetentionPolicy::Retain => {
             info!(
                 cluster = names.cluster,
                 "retention policy Retain: claims and Secret kept"
             );
-            ctx.publish(
-                EventType::Normal,
-                "VolumesRetained",
-                "Cleanup",
-                format!(
-                    "retention policy Retain: kept PostgreSQL's claims and Secret {}",
-                    names.secret()
-                ),
-                &reference,
-            )
-            .await;
+            let note = format!(
+                "retention policy Retain: kept PostgreSQL's claims and Secret {}",
+                names.secret()
+            );
+            ctx.event(EventReason::VolumesRetained, note, &reference)
+                .await;
         }
     }
     Ok(Action::await_change())

@@ -33,6 +33,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// PostgreSQL's password is gone from the Secret but its data volume is
+    /// not: PostgreSQL fixed its password when that volume was initialised, so
+    /// a new one would lock everyone out of the data.
+    #[error(
+        "Secret {secret} has no {key}, but PostgreSQL's data volume {claim} exists, and its password was fixed when that volume was initialised: the operator will not generate a new one. Restore the Secret {secret} with the original {key} (from a backup), or, to start over with an empty database, delete the claim {claim}"
+    )]
+    PasswordMissing {
+        secret: String,
+        key: &'static str,
+        claim: String,
+    },
+
     /// The finalizer machinery failed (adding or removing the finalizer, or cleanup).
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -71,7 +83,7 @@ impl Error {
         match self {
             Error::Kube { .. } | Error::Children(_) => "kube",
             Error::InvalidSpec { .. } => "invalid_spec",
-            Error::MissingSecret { .. } => "missing_secret",
+            Error::MissingSecret { .. } | Error::PasswordMissing { .. } => "missing_secret",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
@@ -128,6 +140,11 @@ mod tests {
                 backend: "postgres",
                 secret: "pg".into(),
                 reason: "not found".into(),
+            },
+            Error::PasswordMissing {
+                secret: "demo".into(),
+                key: "postgres-password",
+                claim: "data-demo-postgres-0".into(),
             },
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
             Error::CrdNotInstalled("x".into()),

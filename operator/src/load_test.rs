@@ -49,7 +49,7 @@ use crate::children::secrets::JWT_SECRET_KEY;
 use crate::controller::{Context, Scope, per_scope, scoped};
 use crate::error::{Error, Result};
 use crate::meta::{MANAGER, Names, PART_OF};
-use crate::status::condition;
+use crate::status::{Stamp, Verdict};
 
 /// The pod annotation that carries the common start time (Unix ms).
 pub const START_AT_ANNOTATION: &str = "chatback.dev/start-at";
@@ -633,18 +633,19 @@ async fn write_status(
     target: Option<&Target>,
 ) -> Result<()> {
     let now = Time(Timestamp::now());
-    let generation = lt.meta().generation;
+    let stamp = Stamp {
+        generation: lt.meta().generation,
+        previous: &previous.conditions,
+        now: &now,
+    };
     let mut conditions: Vec<Condition> = previous.conditions.clone();
-    for (kind, ok, reason, message) in report.conditions {
-        let updated = condition(
-            kind,
-            ok,
+    for (kind, ready, reason, message) in report.conditions {
+        let verdict = Verdict {
+            ready,
             reason,
             message,
-            generation,
-            &previous.conditions,
-            &now,
-        );
+        };
+        let updated = stamp.condition(kind, verdict);
         match conditions.iter_mut().find(|c| c.type_ == kind) {
             Some(existing) => *existing = updated,
             None => conditions.push(updated),

@@ -161,7 +161,8 @@ pub fn cluster_api_version() -> String {
     ChatCluster::api_version(&()).into_owned()
 }
 
-/// A default ChatCluster `demo` in namespace `ns`, for the builders' unit tests.
+/// A default ChatCluster `demo` in namespace `ns`, for the unit tests; the
+/// [`TestCluster`] methods vary it.
 #[cfg(test)]
 pub(crate) fn test_cluster() -> ChatCluster {
     let mut cc = ChatCluster::new("demo", crds::ChatClusterSpec::default());
@@ -169,21 +170,50 @@ pub(crate) fn test_cluster() -> ChatCluster {
     cc
 }
 
+/// Builder methods over [`test_cluster`], so each test says only what it
+/// needs different.
+#[cfg(test)]
+pub(crate) trait TestCluster {
+    /// In `namespace` instead of `ns`.
+    fn in_namespace(self, namespace: &str) -> Self;
+    /// With a UID, as the API server gives it (children get an ownerReference).
+    fn with_uid(self, uid: &str) -> Self;
+    /// At `metadata.generation`.
+    fn with_generation(self, generation: i64) -> Self;
+    /// With its spec changed by `change`.
+    fn with_spec(self, change: impl FnOnce(&mut crds::ChatClusterSpec)) -> Self;
+}
+
+#[cfg(test)]
+impl TestCluster for ChatCluster {
+    fn in_namespace(mut self, namespace: &str) -> Self {
+        self.metadata.namespace = Some(namespace.into());
+        self
+    }
+
+    fn with_uid(mut self, uid: &str) -> Self {
+        self.metadata.uid = Some(uid.into());
+        self
+    }
+
+    fn with_generation(mut self, generation: i64) -> Self {
+        self.metadata.generation = Some(generation);
+        self
+    }
+
+    fn with_spec(mut self, change: impl FnOnce(&mut crds::ChatClusterSpec)) -> Self {
+        change(&mut self.spec);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::ChatClusterSpec;
-
-    fn cluster(uid: Option<&str>) -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("chat-app".into());
-        cc.metadata.uid = uid.map(String::from);
-        cc
-    }
 
     #[test]
     fn names_derive_from_the_cluster() {
-        let names = Names::of(&cluster(None));
+        let names = Names::of(&test_cluster().in_namespace("chat-app"));
         assert_eq!(names.server(), "demo");
         assert_eq!(names.redis(), "demo-redis");
         assert_eq!(names.postgres(), "demo-postgres");
@@ -193,7 +223,7 @@ mod tests {
 
     #[test]
     fn child_meta_carries_labels_and_controller_owner() {
-        let cc = cluster(Some("1234"));
+        let cc = test_cluster().in_namespace("chat-app").with_uid("1234");
         let meta = child_meta(&cc, "demo-redis".into(), Component::Redis);
         let labels = meta.labels.unwrap();
         assert_eq!(labels["app.kubernetes.io/instance"], "demo");
@@ -210,13 +240,17 @@ mod tests {
 
     #[test]
     fn no_owner_reference_without_uid() {
-        let meta = child_meta(&cluster(None), "demo".into(), Component::Server);
+        let meta = child_meta(
+            &test_cluster().in_namespace("chat-app"),
+            "demo".into(),
+            Component::Server,
+        );
         assert!(meta.owner_references.is_none());
     }
 
     #[test]
     fn selector_string_is_sorted_and_stable() {
-        let names = Names::of(&cluster(None));
+        let names = Names::of(&test_cluster().in_namespace("chat-app"));
         assert_eq!(
             names.selector_string(Component::Server),
             "app.kubernetes.io/component=server,app.kubernetes.io/instance=demo,app.kubernetes.io/name=chat-server"

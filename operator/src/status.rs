@@ -25,10 +25,13 @@ pub struct Observed {
 }
 
 /// One condition's verdict before timestamps are attached.
-struct Verdict {
-    ready: bool,
-    reason: &'static str,
-    message: String,
+pub(crate) struct Verdict {
+    /// The condition's status: True or False.
+    pub ready: bool,
+    /// Its reason, a CamelCase word.
+    pub reason: &'static str,
+    /// What a person reads.
+    pub message: String,
 }
 
 impl Verdict {
@@ -100,6 +103,11 @@ pub fn compute(
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     let generation = cc.metadata.generation;
+    let stamp = Stamp {
+        generation,
+        previous,
+        now,
+    };
     let conditions = [
         (ConditionType::Ready, ready),
         (ConditionType::RedisReady, redis),
@@ -108,17 +116,7 @@ pub fn compute(
         (ConditionType::Reconciled, reconciled),
     ]
     .into_iter()
-    .map(|(kind, v)| {
-        condition(
-            kind.as_str(),
-            v.ready,
-            v.reason,
-            v.message,
-            generation,
-            previous,
-            now,
-        )
-    })
+    .map(|(kind, v)| stamp.condition(kind.as_str(), v))
     .collect();
 
     ChatClusterStatus {
@@ -152,15 +150,14 @@ pub fn with_reconcile_failure(
     now: &Time,
 ) -> ChatClusterStatus {
     let mut status = cc.status.clone().unwrap_or_default();
-    let v = reconciled_verdict(failures);
-    let updated = condition(
-        ConditionType::Reconciled.as_str(),
-        v.ready,
-        v.reason,
-        v.message,
-        cc.metadata.generation,
-        &status.conditions,
+    let stamp = Stamp {
+        generation: cc.metadata.generation,
+        previous: &status.conditions,
         now,
+    };
+    let updated = stamp.condition(
+        ConditionType::Reconciled.as_str(),
+        reconciled_verdict(failures),
     );
     status
         .conditions
@@ -180,14 +177,14 @@ pub fn pending(
     let previous_status = cc.status.clone().unwrap_or_default();
     let previous = previous_status.conditions.as_slice();
     let generation = cc.metadata.generation;
-    let mut conditions = vec![condition(
-        ConditionType::Ready.as_str(),
-        false,
-        reason,
-        message.to_string(),
+    let stamp = Stamp {
         generation,
         previous,
         now,
+    };
+    let mut conditions = vec![stamp.condition(
+        ConditionType::Ready.as_str(),
+        Verdict::not_ready(reason, message.to_string()),
     )];
     // Keep the component conditions as last observed: they are still true facts.
     conditions.extend(
@@ -329,50 +326,47 @@ fn server_verdict(cc: &ChatCluster, deployment: Option<&Deployment>) -> Verdict 
     }
 }
 
-/// A condition of type `kind`; its transition time is kept from `previous`
-/// while its status does not change.
-pub(crate) fn condition(
-    kind: &str,
-    ready: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    previous: &[Condition],
-    now: &Time,
-) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == kind && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: kind.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
+/// What the conditions of one status update share: the generation they
+/// describe, the conditions they replace, and the time.
+pub(crate) struct Stamp<'a> {
+    pub generation: Option<i64>,
+    pub previous: &'a [Condition],
+    pub now: &'a Time,
+}
+
+impl Stamp<'_> {
+    /// A condition of type `kind` saying `verdict`; its transition time is
+    /// kept from `previous` while its status does not change.
+    pub(crate) fn condition(&self, kind: &str, verdict: Verdict) -> Condition {
+        let status = if verdict.ready { "True" } else { "False" };
+        let last_transition_time = self
+            .previous
+            .iter()
+            .find(|c| c.type_ == kind && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.now.clone());
+        Condition {
+            type_: kind.into(),
+            status: status.into(),
+            reason: verdict.reason.into(),
+            message: verdict.message,
+            observed_generation: self.generation,
+            last_transition_time,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::{ChatClusterSpec, SecretKeyRef};
+    use crate::meta::{TestCluster, test_cluster};
+    use crds::SecretKeyRef;
     use k8s_openapi::api::apps::v1::DeploymentCondition;
     use k8s_openapi::api::apps::v1::{
         DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::jiff::Timestamp;
-
-    fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc.metadata.generation = Some(4);
-        cc
-    }
 
     /// A Deployment at generation 2 whose controller observed it and updated every pod.
     fn deployment(wanted: i32, ready: i32) -> Deployment {
@@ -436,7 +430,12 @@ mod tests {
 
     #[test]
     fn nothing_observed_is_provisioning() {
-        let s = compute(&cluster(), &Observed::default(), &[], &now());
+        let s = compute(
+            &test_cluster().with_generation(4),
+            &Observed::default(),
+            &[],
+            &now(),
+        );
         assert_eq!(s.phase, Some(Phase::Provisioning));
         assert_eq!(find(&s, ConditionType::Ready).status, "False");
         assert_eq!(find(&s, ConditionType::ServerReady).reason, "NotFound");
@@ -451,7 +450,7 @@ mod tests {
             redis: Some(sts(1)),
             postgres: Some(sts(1)),
         };
-        let s = compute(&cluster(), &observed, &[], &now());
+        let s = compute(&test_cluster().with_generation(4), &observed, &[], &now());
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!((s.replicas, s.ready_replicas), (3, 3));
         for c in &s.conditions {
@@ -467,7 +466,7 @@ mod tests {
             redis: Some(sts(0)),
             postgres: Some(sts(1)),
         };
-        let s = compute(&cluster(), &observed, &[], &now());
+        let s = compute(&test_cluster().with_generation(4), &observed, &[], &now());
         assert_eq!(s.phase, Some(Phase::Degraded));
         let ready = find(&s, ConditionType::Ready);
         assert_eq!(ready.message, "waiting for Redis, chat-server");
@@ -479,7 +478,7 @@ mod tests {
 
     #[test]
     fn external_backends_count_as_ready() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         cc.spec.postgres.mode = BackendMode::External;
         cc.spec.postgres.secret_ref = Some(SecretKeyRef {
             name: "pg".into(),
@@ -497,7 +496,7 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_status_is_unchanged() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         let first = compute(&cc, &Observed::default(), &[], &now());
         cc.status = Some(first.clone());
         let later = Time(Timestamp::from_second(1_700_000_100).unwrap());
@@ -520,7 +519,7 @@ mod tests {
 
     #[test]
     fn pending_keeps_component_conditions() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         cc.status = Some(compute(&cc, &Observed::default(), &[], &now()));
         let s = pending(
             &cc,
@@ -537,7 +536,12 @@ mod tests {
     fn a_spec_the_deployment_controller_has_not_observed_is_not_ready() {
         let mut server = deployment(3, 3);
         server.metadata.generation = Some(3);
-        let s = compute(&cluster(), &ready_backends(server), &[], &now());
+        let s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(server),
+            &[],
+            &now(),
+        );
         let c = find(&s, ConditionType::ServerReady);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -552,7 +556,12 @@ mod tests {
         let status = server.status.as_mut().unwrap();
         status.replicas = Some(4);
         status.updated_replicas = Some(1);
-        let mut s = compute(&cluster(), &ready_backends(server.clone()), &[], &now());
+        let mut s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(server.clone()),
+            &[],
+            &now(),
+        );
         assert_eq!(find(&s, ConditionType::ServerReady).reason, "RollingOut");
         server.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
             type_: "Progressing".into(),
@@ -561,7 +570,12 @@ mod tests {
             message: Some("ReplicaSet \"demo-1\" has timed out progressing.".into()),
             ..DeploymentCondition::default()
         }]);
-        s = compute(&cluster(), &ready_backends(server), &[], &now());
+        s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(server),
+            &[],
+            &now(),
+        );
         let c = find(&s, ConditionType::ServerReady);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -573,14 +587,19 @@ mod tests {
 
     #[test]
     fn an_autoscaler_scale_up_keeps_the_cluster_ready() {
-        let s = compute(&cluster(), &ready_backends(deployment(5, 3)), &[], &now());
+        let s = compute(
+            &test_cluster().with_generation(4),
+            &ready_backends(deployment(5, 3)),
+            &[],
+            &now(),
+        );
         let c = find(&s, ConditionType::ServerReady);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("True", "ScalingUp")
         );
         assert_eq!(s.phase, Some(Phase::Ready));
-        let mut fixed = cluster();
+        let mut fixed = test_cluster().with_generation(4);
         fixed.spec.autoscaling.enabled = false;
         let s = compute(&fixed, &ready_backends(deployment(5, 3)), &[], &now());
         assert_eq!(
@@ -597,7 +616,7 @@ mod tests {
             redis: Some(redis),
             ..ready_backends(deployment(3, 3))
         };
-        let s = compute(&cluster(), &observed, &[], &now());
+        let s = compute(&test_cluster().with_generation(4), &observed, &[], &now());
         assert_eq!(find(&s, ConditionType::RedisReady).reason, "RollingOut");
         assert_eq!(find(&s, ConditionType::Ready).status, "False");
     }
@@ -606,7 +625,7 @@ mod tests {
     fn failed_children_show_as_a_reconciled_condition() {
         let failures = vec!["apply StatefulSet/demo-postgres: Forbidden".to_string()];
         let s = compute(
-            &cluster(),
+            &test_cluster().with_generation(4),
             &ready_backends(deployment(3, 3)),
             &failures,
             &now(),
@@ -617,7 +636,7 @@ mod tests {
             ("False", "ReconcileFailed")
         );
         assert!(c.message.contains("StatefulSet/demo-postgres"));
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_generation(4);
         cc.status = Some(compute(&cc, &Observed::default(), &[], &now()));
         let s = with_reconcile_failure(&cc, &failures, &now());
         assert_eq!(find(&s, ConditionType::Reconciled).status, "False");

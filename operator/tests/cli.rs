@@ -1,8 +1,5 @@
 //! The `operator` binary's command line, run as a user runs it.
 
-#[allow(dead_code)] // each test binary uses its own part of the shared fake
-mod fake_apiserver;
-
 use std::path::Path;
 use std::process::{Command, Output};
 

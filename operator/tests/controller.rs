@@ -5,9 +5,6 @@
 //! Waits poll the fake's store until a condition holds, with a generous
 //! deadline that only guards against hangs; no assertion depends on timing.
 
-#[allow(dead_code)] // each test binary uses its own part of the shared fake
-mod fake_apiserver;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -10,9 +10,6 @@
 //!
 //! Skipped, with a message, only where kubectl is not installed.
 
-#[allow(dead_code)] // each test binary uses its own part of the shared fake
-mod fake_apiserver;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -112,14 +112,11 @@ pub fn horizontal_pod_autoscaler(cc: &ChatCluster) -> Option<HorizontalPodAutosc
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cluster() -> ChatCluster {
-        crate::meta::test_cluster()
-    }
+    use crate::meta::test_cluster;
 
     #[test]
     fn min_max_and_cpu_target_follow_the_spec() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.autoscaling.min_replicas = 2;
         cc.spec.autoscaling.max_replicas = 7;
         cc.spec.autoscaling.target_cpu_utilization_percentage = 55;
@@ -141,7 +138,10 @@ mod tests {
 
     #[test]
     fn defaults_match_the_seed() {
-        let spec = horizontal_pod_autoscaler(&cluster()).unwrap().spec.unwrap();
+        let spec = horizontal_pod_autoscaler(&test_cluster())
+            .unwrap()
+            .spec
+            .unwrap();
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(3), 10));
         let target = spec.scale_target_ref;
         assert_eq!(target.kind, "ChatCluster");
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn connections_target_adds_a_pods_metric() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.autoscaling.target_connections_per_pod = Some(2000);
         let metrics = horizontal_pod_autoscaler(&cc)
             .unwrap()
@@ -166,7 +166,10 @@ mod tests {
 
     #[test]
     fn scale_down_is_stabilized_and_one_pod_at_a_time() {
-        let spec = horizontal_pod_autoscaler(&cluster()).unwrap().spec.unwrap();
+        let spec = horizontal_pod_autoscaler(&test_cluster())
+            .unwrap()
+            .spec
+            .unwrap();
         let down = spec.behavior.unwrap().scale_down.unwrap();
         assert_eq!(down.stabilization_window_seconds, Some(300));
         let policy = &down.policies.unwrap()[0];
@@ -178,7 +181,7 @@ mod tests {
 
     #[test]
     fn disabled_means_no_autoscaler() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.autoscaling.enabled = false;
         assert!(horizontal_pod_autoscaler(&cc).is_none());
     }

@@ -356,10 +356,7 @@ pub fn endpoint(cc: &ChatCluster) -> String {
 mod tests {
     use super::*;
     use crate::children::pod::secret_source;
-
-    fn cluster() -> ChatCluster {
-        crate::meta::test_cluster()
-    }
+    use crate::meta::test_cluster;
 
     /// Every variable the operator gives the chat-server container, with the
     /// value it would have in the pod (`valueFrom` sources get a value of the
@@ -389,7 +386,7 @@ mod tests {
     fn every_env_var_is_a_chat_server_setting_with_a_valid_value() {
         use clap::{CommandFactory, Parser};
         use std::ffi::OsStr;
-        let mut tuned = cluster();
+        let mut tuned = test_cluster();
         tuned.spec.server.auth.enabled = true;
         tuned.spec.server.limits = crds::ServerLimits {
             max_connections: Some(20_000),
@@ -410,7 +407,7 @@ mod tests {
             max_closes: Some(50),
         };
         let command = chat_server::Config::command();
-        for cc in [cluster(), tuned] {
+        for cc in [test_cluster(), tuned] {
             let mut argv = vec!["chat-server".to_string()];
             for (name, value) in container_env(&cc) {
                 match name.as_str() {
@@ -469,7 +466,7 @@ mod tests {
 
     #[test]
     fn limits_become_env_vars() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.server.limits.max_connections = Some(500);
         cc.spec.server.limits.rate_burst = Some(7);
         let data = config_map(&cc).data.unwrap();
@@ -483,7 +480,7 @@ mod tests {
 
     #[test]
     fn config_change_changes_the_hash() {
-        let cc = cluster();
+        let cc = test_cluster();
         let (creds, _) = Credentials::resolve(&cc, None);
         let before = hash_of(&cc, &creds);
         assert_eq!(before, hash_of(&cc, &creds), "the hash is deterministic");
@@ -494,7 +491,7 @@ mod tests {
 
     #[test]
     fn a_rotated_external_secret_changes_the_hash() {
-        let cc = cluster();
+        let cc = test_cluster();
         let (creds, _) = Credentials::resolve(&cc, None);
         let hash = |url: &str| {
             let mut external = ExternalInputs::default();
@@ -507,7 +504,7 @@ mod tests {
 
     #[test]
     fn secret_change_changes_the_hash() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         let (creds, _) = Credentials::resolve(&cc, None);
         let before = hash_of(&cc, &creds);
         cc.spec.server.auth.enabled = true;
@@ -517,7 +514,7 @@ mod tests {
 
     #[test]
     fn deployment_is_hardened_and_annotated() {
-        let d = deployment(&cluster(), "abc");
+        let d = deployment(&test_cluster(), "abc");
         let spec = d.spec.as_ref().unwrap();
         let template = &spec.template;
         let annotations = template
@@ -544,7 +541,7 @@ mod tests {
 
     #[test]
     fn secrets_are_references_not_values() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.server.auth.enabled = true;
         let env = env(&deployment(&cc, "h"));
         for var in ["DATABASE_URL", "REDIS_URL", "CHAT_JWT_SECRET"] {
@@ -565,7 +562,7 @@ mod tests {
 
     #[test]
     fn external_backends_use_the_user_secrets() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.redis.mode = BackendMode::External;
         cc.spec.redis.secret_ref = Some(SecretKeyRef {
             name: "r".into(),
@@ -585,7 +582,7 @@ mod tests {
 
     #[test]
     fn replicas_are_clamped_to_autoscaler_bounds() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.server.replicas = 50;
         assert_eq!(desired_replicas(&cc), 10);
         cc.spec.server.replicas = 1;
@@ -596,7 +593,7 @@ mod tests {
 
     #[test]
     fn service_port_is_named_http() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.server.port = 9000;
         let port = &service(&cc).spec.unwrap().ports.unwrap()[0];
         assert_eq!(port.name.as_deref(), Some("http"));

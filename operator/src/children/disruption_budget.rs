@@ -35,11 +35,11 @@ pub fn pod_disruption_budget(cc: &ChatCluster) -> Option<PodDisruptionBudget> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::ChatClusterSpec;
+    use crate::meta::test_cluster;
 
     #[test]
     fn budget_selects_server_pods() {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
+        let mut cc = test_cluster();
         cc.spec.pod_disruption_budget.max_unavailable = 2;
         let spec = pod_disruption_budget(&cc).unwrap().spec.unwrap();
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(2)));

@@ -145,14 +145,8 @@ pub fn unwanted(cc: &ChatCluster, desired: &[Child]) -> Vec<Optional> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::{ChatClusterSpec, SecretKeyRef};
-
-    fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.metadata.namespace = Some("ns".into());
-        cc.metadata.uid = Some("uid-1".into());
-        cc
-    }
+    use crate::meta::{TestCluster, test_cluster};
+    use crds::SecretKeyRef;
 
     fn kinds(children: &[Child]) -> Vec<String> {
         children.iter().map(Child::describe).collect()
@@ -160,7 +154,7 @@ mod tests {
 
     #[test]
     fn default_cluster_has_the_full_stack() {
-        let cc = cluster();
+        let cc = test_cluster().with_uid("uid-1");
         let (creds, _) = Credentials::resolve(&cc, None);
         let children = desired(&cc, &creds, &ExternalInputs::default());
         assert_eq!(
@@ -202,7 +196,7 @@ mod tests {
 
     #[test]
     fn external_modes_create_no_backends() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_uid("uid-1");
         let r = SecretKeyRef {
             name: "ext".into(),
             key: "url".into(),

@@ -81,17 +81,16 @@ pub fn network_policy(cc: &ChatCluster) -> Option<NetworkPolicy> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crds::{ChatClusterSpec, SecretKeyRef};
-
-    fn cluster() -> ChatCluster {
-        let mut cc = ChatCluster::new("demo", ChatClusterSpec::default());
-        cc.spec.network_policy.enabled = true;
-        cc
-    }
+    use crate::meta::{TestCluster, test_cluster};
+    use crds::SecretKeyRef;
 
     #[test]
     fn admits_only_chat_pods_to_both_backends() {
-        let spec = network_policy(&cluster()).unwrap().spec.unwrap();
+        let spec =
+            network_policy(&test_cluster().with_spec(|spec| spec.network_policy.enabled = true))
+                .unwrap()
+                .spec
+                .unwrap();
         let selector = spec.pod_selector.unwrap();
         let components = selector.match_expressions.unwrap()[0]
             .values
@@ -115,7 +114,7 @@ mod tests {
 
     #[test]
     fn nothing_to_fence_with_external_backends_or_when_disabled() {
-        let mut cc = cluster();
+        let mut cc = test_cluster().with_spec(|spec| spec.network_policy.enabled = true);
         let r = SecretKeyRef {
             name: "s".into(),
             key: "url".into(),
@@ -125,7 +124,7 @@ mod tests {
         cc.spec.postgres.mode = BackendMode::External;
         cc.spec.postgres.secret_ref = Some(r);
         assert!(network_policy(&cc).is_none());
-        let mut off = cluster();
+        let mut off = test_cluster().with_spec(|spec| spec.network_policy.enabled = true);
         off.spec.network_policy.enabled = false;
         assert!(network_policy(&off).is_none());
     }

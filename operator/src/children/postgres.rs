@@ -172,14 +172,11 @@ pub fn stateful_set(cc: &ChatCluster, app_password_digest: &str) -> StatefulSet 
 mod tests {
     use super::*;
     use crate::children::pod::secret_source;
-
-    fn cluster() -> ChatCluster {
-        crate::meta::test_cluster()
-    }
+    use crate::meta::test_cluster;
 
     #[test]
     fn claim_template_follows_storage_spec() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.postgres.storage.size = "20Gi".into();
         cc.spec.postgres.storage.storage_class_name = Some("fast".into());
         let spec = stateful_set(&cc, "d1").spec.unwrap();
@@ -194,7 +191,7 @@ mod tests {
 
     #[test]
     fn password_comes_from_the_secret() {
-        let spec = stateful_set(&cluster(), "d1").spec.unwrap();
+        let spec = stateful_set(&test_cluster(), "d1").spec.unwrap();
         let container = &spec.template.spec.unwrap().containers[0];
         assert_eq!(
             secret_source(container.env.as_ref().unwrap(), "POSTGRES_PASSWORD"),
@@ -205,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_post_start_hook_keeps_the_application_role() {
-        let spec = stateful_set(&cluster(), "d1").spec.unwrap();
+        let spec = stateful_set(&test_cluster(), "d1").spec.unwrap();
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "d1");
         let container = &spec.template.spec.unwrap().containers[0];
@@ -227,7 +224,7 @@ mod tests {
 
     #[test]
     fn service_is_headless_on_5432() {
-        let spec = service(&cluster()).spec.unwrap();
+        let spec = service(&test_cluster()).spec.unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(spec.ports.unwrap()[0].port, 5432);
     }

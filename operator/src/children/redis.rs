@@ -164,15 +164,12 @@ pub fn stateful_set(cc: &ChatCluster, password_digest: &str) -> StatefulSet {
 mod tests {
     use super::*;
     use crate::children::pod::secret_source;
+    use crate::meta::test_cluster;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-
-    fn cluster() -> ChatCluster {
-        crate::meta::test_cluster()
-    }
 
     #[test]
     fn ephemeral_by_default() {
-        let sts = stateful_set(&cluster(), "d1");
+        let sts = stateful_set(&test_cluster(), "d1");
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert!(spec.volume_claim_templates.is_none());
@@ -184,7 +181,7 @@ mod tests {
 
     #[test]
     fn redis_requires_the_password_from_the_secret() {
-        let spec = stateful_set(&cluster(), "d1").spec.unwrap();
+        let spec = stateful_set(&test_cluster(), "d1").spec.unwrap();
         let template = spec.template;
         let annotations = template.metadata.unwrap().annotations.unwrap();
         assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "d1");
@@ -204,7 +201,7 @@ mod tests {
 
     #[test]
     fn persistence_adds_a_claim_template() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.spec.redis.persistence.enabled = true;
         cc.spec.redis.persistence.size = "5Gi".into();
         let spec = stateful_set(&cc, "d1").spec.unwrap();
@@ -235,7 +232,7 @@ mod tests {
 
     #[test]
     fn service_selects_redis_pods() {
-        let svc = service(&cluster());
+        let svc = service(&test_cluster());
         assert_eq!(svc.metadata.name.as_deref(), Some("demo-redis"));
         let selector = svc.spec.unwrap().selector.unwrap();
         assert_eq!(selector["app.kubernetes.io/component"], "redis");

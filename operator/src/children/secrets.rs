@@ -195,15 +195,12 @@ fn random_token(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::test_cluster;
     use crds::SecretKeyRef;
-
-    fn cluster() -> ChatCluster {
-        crate::meta::test_cluster()
-    }
 
     #[test]
     fn managed_redis_gets_a_password_in_its_url() {
-        let (creds, generated) = Credentials::resolve(&cluster(), None);
+        let (creds, generated) = Credentials::resolve(&test_cluster(), None);
         assert!(generated.contains(&REDIS_PASSWORD_KEY));
         let password = creds.get(REDIS_PASSWORD_KEY).unwrap();
         assert_eq!(password.len(), PASSWORD_LEN);
@@ -217,7 +214,7 @@ mod tests {
 
     #[test]
     fn new_cluster_gets_a_password_and_url() {
-        let (creds, generated) = Credentials::resolve(&cluster(), None);
+        let (creds, generated) = Credentials::resolve(&test_cluster(), None);
         assert_eq!(
             generated,
             vec![
@@ -239,7 +236,7 @@ mod tests {
 
     #[test]
     fn existing_values_are_never_regenerated() {
-        let cc = cluster();
+        let cc = test_cluster();
         let (first, _) = Credentials::resolve(&cc, None);
         let secret = first.to_secret(&cc);
         let (second, generated) = Credentials::resolve(&cc, Some(&secret));
@@ -249,7 +246,7 @@ mod tests {
 
     #[test]
     fn enabling_auth_adds_only_the_jwt_key() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         let (first, _) = Credentials::resolve(&cc, None);
         cc.spec.server.auth.enabled = true;
         let (second, generated) = Credentials::resolve(&cc, Some(&first.to_secret(&cc)));
@@ -263,7 +260,7 @@ mod tests {
 
     #[test]
     fn external_backends_need_no_password() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         let reference = SecretKeyRef {
             name: "pg".into(),
             key: "url".into(),
@@ -279,7 +276,7 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_values() {
-        let (creds, _) = Credentials::resolve(&cluster(), None);
+        let (creds, _) = Credentials::resolve(&test_cluster(), None);
         let printed = format!("{creds:?}");
         assert!(printed.contains(POSTGRES_PASSWORD_KEY));
         assert!(!printed.contains(creds.get(POSTGRES_PASSWORD_KEY).unwrap()));
@@ -287,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_secret_is_owned_only_when_its_data_goes_with_the_cluster() {
-        let mut cc = cluster();
+        let mut cc = test_cluster();
         cc.metadata.uid = Some("uid-1".into());
         let (creds, _) = Credentials::resolve(&cc, None);
         assert!(creds.to_secret(&cc).metadata.owner_references.is_none());

@@ -22,10 +22,6 @@
 //! workspace's own, next to the operator's (`cargo build -p chat-server`
 //! first), or `CHAT_MONITORING_SERVER_BIN`.
 
-#[allow(dead_code)] // each test binary uses its own part of the shared fake
-#[path = "../fake_apiserver/mod.rs"]
-mod fake_apiserver;
-
 mod exposition;
 mod http;
 mod prometheus;

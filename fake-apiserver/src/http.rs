@@ -117,15 +117,9 @@ fn respond(
         && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
         && !is_scale(&target)
         && let Ok(sent) = parse_body(body)
+        && let Err(error) = validation::strict(&target.rt, &sent)
     {
-        let unknown = validation::unknown_fields(&target.rt, &sent);
-        if !unknown.is_empty() {
-            let fields: Vec<String> = unknown
-                .iter()
-                .map(|f| format!(".{f}: field not declared in schema"))
-                .collect();
-            return error_response(&ApiError::bad_request(fields.join(", ")));
-        }
+        return error_response(&error);
     }
     if target.subresource.as_deref() == Some("log") {
         return pod_log(&shared, &target, method, &query);
@@ -716,7 +710,7 @@ fn openapi_group_version(types: &[ResourceType], group: &str, version: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_apiserver::store::Store;
+    use crate::store::Store;
 
     fn change(type_: &'static str, old: Option<&str>, new: &str) -> Change {
         let object = |app: &str| json!({"metadata": {"name": "a", "labels": {"app": app}}});

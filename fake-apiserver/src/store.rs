@@ -256,7 +256,7 @@ fn now() -> String {
 }
 
 impl Store {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (tx, _) = broadcast::channel(LOG_LEN);
         Self {
             types: ResourceType::builtins(),

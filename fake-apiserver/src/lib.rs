@@ -1,5 +1,10 @@
 //! An in-process fake Kubernetes API server for the operator's tests.
 //!
+//! A crate of its own (test support, `publish = false`) so that it is built
+//! once, used by every operator test binary as a dev-dependency, and tested
+//! here: the unit tests next to each part, and `tests/api.rs` through
+//! kube::Client over a real socket.
+//!
 //! No real API server runs on the build machines, so the controller tests run
 //! the real kube-runtime `Controller` against this one: a real HTTP server on
 //! 127.0.0.1 that kube::Client (and kubectl) reach through an ordinary

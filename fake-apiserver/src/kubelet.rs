@@ -216,7 +216,7 @@ fn create_claims(store: &mut Store, sts: &Value, namespace: &str, name: &str, re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_apiserver::store::Applier;
+    use crate::store::Applier;
 
     fn deployment(image: &str) -> Value {
         json!({
