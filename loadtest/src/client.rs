@@ -82,7 +82,8 @@ enum ConnectError {
     JoinRejected(String),
     #[error("cannot mint a token: {0}")]
     Token(String),
-    #[error("cancelled")]
+    /// The run ended (or was interrupted) first.
+    #[error("still connecting when the run ended")]
     Cancelled,
 }
 
@@ -239,9 +240,7 @@ impl Client {
         let mut ws = match self.connect(None).await {
             Ok(ws) => ws,
             Err(e) => {
-                if !matches!(e, ConnectError::Cancelled) {
-                    self.shard.recorder.borrow_mut().connect_error(&e.kind());
-                }
+                self.shard.recorder.borrow_mut().connect_error(&e.kind());
                 return;
             }
         };

@@ -1,6 +1,7 @@
 //! `chat-load` against a server that breaks docs/protocol.md on purpose, to
 //! show that the tool notices: a server that accepts sends and never answers,
-//! acks one seq twice, gives two messages one seq, or one message two seqs.
+//! acks one seq twice, gives two messages one seq, or one message two seqs, or
+//! never finishes a connection.
 //!
 //! chat-server cannot be made to misbehave, so this is a small real WebSocket
 //! server (tokio-tungstenite over real sockets) with one room broker, which
@@ -30,6 +31,9 @@ enum Fault {
     /// Delivers every message twice, under two consecutive seqs (so every
     /// member's seqs still look complete and in order).
     TwoSeqs,
+    /// Serves the first connection (chat-load's probe); accepts every later
+    /// one and never answers its WebSocket upgrade.
+    StallsAfterFirst,
 }
 
 #[derive(Default)]
@@ -37,6 +41,7 @@ struct Rooms {
     members: HashMap<String, Vec<mpsc::UnboundedSender<String>>>,
     last_seq: HashMap<String, u64>,
     sends: HashMap<String, u64>,
+    accepted: u64,
 }
 
 fn start(fault: Fault) -> (SocketAddr, tokio::runtime::Runtime) {
@@ -59,6 +64,17 @@ fn start(fault: Fault) -> (SocketAddr, tokio::runtime::Runtime) {
 }
 
 async fn serve(stream: tokio::net::TcpStream, fault: Fault, rooms: Arc<Mutex<Rooms>>) {
+    if fault == Fault::StallsAfterFirst {
+        let accepted = {
+            let mut rooms = rooms.lock().unwrap();
+            rooms.accepted += 1;
+            rooms.accepted
+        };
+        if accepted > 1 {
+            let _held = stream;
+            return std::future::pending().await;
+        }
+    }
     let mut query = String::new();
     // The signature is tungstenite's `Callback`; its error type is not ours.
     #[allow(clippy::result_large_err)]
@@ -236,4 +252,31 @@ fn one_message_under_two_seqs_is_caught_though_the_seqs_look_perfect() {
     for zero in ["missing", "duplicated", "out_of_order"] {
         assert_eq!(audit[zero], 0, "audit.{zero} in {audit:#}");
     }
+}
+
+#[test]
+fn connections_still_pending_when_the_run_ends_are_failures_with_a_reason() {
+    let (addr, _rt) = start(Fault::StallsAfterFirst);
+    let (out, summary) = chat_load(
+        addr,
+        &[
+            "--messages",
+            "0",
+            "--duration",
+            "1s",
+            "--connect-timeout",
+            "60s",
+        ],
+    );
+    assert_fails_with(&out, "connect_errors==0");
+    let connections = &summary["connections"];
+    assert_eq!(connections["failed"], 12, "{connections:#}");
+    let failures = connections["failures"].as_object().unwrap();
+    assert_eq!(
+        failures.values().filter_map(Value::as_u64).sum::<u64>(),
+        12,
+        "every failed connection has a reason: {connections:#}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("failed 12 (none)"), "{stdout}");
 }
