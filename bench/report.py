@@ -115,7 +115,7 @@ def verdict(b, send_lag_p99):
 
 
 def collect(run_dir):
-    ladder, idle = [], []
+    ladder, idle, joins = [], [], []
     for name in sorted(os.listdir(run_dir)):
         if not name.endswith(".meta"):
             continue
@@ -137,6 +137,23 @@ def collect(run_dir):
                 "connect_p99_ms": lat["connect"]["p99"],
                 "connected": summary["connections"]["connected"],
                 "failed": summary["connections"]["failed"],
+            })
+            continue
+        if meta.get("joins") is not None:
+            j, c = meta["joins"], summary["connections"]
+            # The last client starts (clients/batch - 1) intervals of 0.1 s in,
+            # and is joined `max` later: everyone joined within their sum.
+            within_s = (c["attempted"] / j["batch"] - 1) * 0.1 + lat["connect"]["max"] / 1000
+            joins.append({
+                "target": meta["target"],
+                **j,
+                "attempted": c["attempted"],
+                "connected": c["connected"],
+                "failures": c["failures"],
+                "connect": lat["connect"],
+                "all_joined_within_s": within_s if c["connected"] else None,
+                "achieved_per_sec": c["connected"] / within_s if c["connected"] and within_s > 0 else None,
+                "server_cpu_s": meta["server_cpu_s"],
             })
             continue
         b = busy(stem + ".cpu")
@@ -168,7 +185,7 @@ def collect(run_dir):
             "steady": steady(stem + ".timeseries.jsonl"),
         })
     ladder.sort(key=lambda r: (r["target"], r["offered"]))
-    return ladder, idle
+    return ladder, idle, joins
 
 
 def machine_info(run_dir):
@@ -204,10 +221,11 @@ def cell(x, floor, digits=1):
     return fmt(x, digits) + ratio(x, floor)
 
 
-def markdown(ladder, idle, env, lscpu):
+def markdown(ladder, idle, joins, env, lscpu):
     targets = [t for t in TITLES if any(r["target"] == t for r in ladder + idle)]
     by = {(r["target"], r["offered"]): r for r in ladder}
     idle_by = {r["target"]: r for r in idle}
+    joins_by = {r["target"]: r for r in joins}
     offered = sorted({r["offered"] for r in ladder})
     out = []
     w = out.append
@@ -277,6 +295,12 @@ def markdown(ladder, idle, env, lscpu):
         w(f"| {o:,}/s offered: saturated | " + " | ".join(saturated[t] or "–" for t in targets) + " |")
     row(f"idle RSS per connection KiB ({env['idle_conns']} asked)",
         {t: i["per_connection_kib"] for t, i in idle_by.items()})
+    if joins:
+        j0 = joins[0]
+        row(f"{j0['offered_per_sec']:,} joins/s offered (rooms of {j0['room_size']}): connect p99 ms",
+            {t: j["connect"]["p99"] for t, j in joins_by.items()})
+        row(f"{j0['offered_per_sec']:,} joins/s offered (rooms of {j0['room_size']}): joins/s achieved",
+            {t: j["achieved_per_sec"] for t, j in joins_by.items()}, 0)
     w("")
     w("Server CPU counts the server process and, on Redis + PostgreSQL, Redis and every")
     w("PostgreSQL process too (utime + stime from /proc/PID/stat over the whole chat-load run,")
@@ -326,7 +350,8 @@ def markdown(ladder, idle, env, lscpu):
     w("")
     w("A fresh server, its RSS before, then with the connections open and joined (rooms of")
     w(f"{int(env['clients']) // int(env['rooms'])}, sources spread over 127.0.0.1–4), after every connection")
-    w("was established and 2 s more. The server process only (not Redis or PostgreSQL).")
+    w(f"was established and {env.get('idle_hold', '15')} s more, once the allocator has returned the")
+    w("burst's pages. The server process only (not Redis or PostgreSQL).")
     w("")
     w("| target | connections | RSS before MiB | RSS at N MiB | per connection KiB | connect p99 ms |")
     w("|---|---|---|---|---|---|")
@@ -336,6 +361,27 @@ def markdown(ladder, idle, env, lscpu):
             w(f"| {t} | {i['connections']:,} | {fmt(i['rss_before_kib'] / 1024)} | {fmt(i['rss_kib'] / 1024)} "
               f"| {fmt(i['per_connection_kib'])} | {fmt(i['connect_p99_ms'])} |")
     w("")
+    if joins:
+        w("## Joins")
+        w("")
+        w(f"A fresh server; {joins[0]['attempted']:,} clients start at {joins[0]['offered_per_sec']:,} per second")
+        w(f"(a batch every 100 ms) and each joins one room of {joins[0]['room_size']}, then all leave. Connect")
+        w("latency runs from a client's scheduled start to its `joined` (TCP, upgrade, join, member")
+        w("list). \"all joined within\" is the last batch's start plus the slowest connect; achieved")
+        w("joins/s is the clients joined over that time. chat-server announces each join to the")
+        w("room's members (`presence`); the uWS floor has no presence, so it sends no such frames.")
+        w("")
+        w("| target | joined | failed (reasons) | connect p50 / p99 / max ms | all joined within s | joins/s achieved | server CPU s |")
+        w("|---|---|---|---|---|---|---|")
+        for t in targets:
+            j = joins_by.get(t)
+            if j:
+                reasons = ", ".join(f"{k} {v}" for k, v in j["failures"].items()) or "none"
+                c = j["connect"]
+                w(f"| {t} | {j['connected']:,} | {j['attempted'] - j['connected']:,} ({reasons}) "
+                  f"| {fmt(c['p50'])} / {fmt(c['p99'])} / {fmt(c['max'])} | {fmt(j['all_joined_within_s'], 2)} "
+                  f"| {fmt(j['achieved_per_sec'], 0)} | {fmt(j['server_cpu_s'], 2)} |")
+        w("")
     w("## Plot")
     w("")
     w("![delivery p50 and p99 against offered load](latency.png)")
@@ -348,15 +394,15 @@ def main():
     if len(sys.argv) != 4:
         sys.exit("usage: report.py RUN_DIR RESULTS_JSON RESULTS_MD")
     run_dir, results_json, results_md = sys.argv[1:]
-    ladder, idle = collect(run_dir)
+    ladder, idle, joins = collect(run_dir)
     if not ladder:
         sys.exit("report: no chat-load run produced a summary")
     env, lscpu = machine_info(run_dir)
     with open(results_json, "w", encoding="utf-8") as f:
-        json.dump({"schema": "chatback-bench/v1", "run": env, "ladder": ladder, "idle": idle}, f, indent=1)
+        json.dump({"schema": "chatback-bench/v1", "run": env, "ladder": ladder, "idle": idle, "joins": joins}, f, indent=1)
         f.write("\n")
     with open(results_md, "w", encoding="utf-8") as f:
-        f.write(markdown(ladder, idle, env, lscpu))
+        f.write(markdown(ladder, idle, joins, env, lscpu))
 
 
 if __name__ == "__main__":

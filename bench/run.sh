@@ -22,6 +22,9 @@
 #   BENCH_DURATION    seconds of sending per step              30 (quick: 10)
 #   BENCH_IDLE_CONNS  connections for idle memory              15000 (quick: 3000)
 #   BENCH_IDLE_HOLD   seconds between the post-burst and the idle RSS sample  15 (quick: 3)
+#   BENCH_JOIN_CONNS  clients of the join step                 5000 (quick: 1000)
+#   BENCH_JOIN_RATE   joins/s offered in the join step         5000
+#   BENCH_JOIN_ROOM   members per room in the join step        10
 #   BENCH_CLIENTS / BENCH_ROOMS   the scenario                 1000 / 10
 #   BENCH_TARGETS     which targets, in order                  "embedded pg floor socketio"
 #   BENCH_SERVER_CPU / BENCH_LOAD_CPU                          0 / 1
@@ -39,12 +42,16 @@ if [ "$quick" = 1 ]; then
   duration=${BENCH_DURATION:-10}
   idle_conns=${BENCH_IDLE_CONNS:-3000}
   idle_hold=${BENCH_IDLE_HOLD:-3}
+  join_conns=${BENCH_JOIN_CONNS:-1000}
 else
   ladder=${BENCH_LADDER:-10000 40000 100000 200000}
   duration=${BENCH_DURATION:-30}
   idle_conns=${BENCH_IDLE_CONNS:-15000}
   idle_hold=${BENCH_IDLE_HOLD:-15}
+  join_conns=${BENCH_JOIN_CONNS:-5000}
 fi
+join_rate=${BENCH_JOIN_RATE:-5000}
+join_room=${BENCH_JOIN_ROOM:-10}
 clients=${BENCH_CLIENTS:-1000}
 rooms=${BENCH_ROOMS:-10}
 targets=${BENCH_TARGETS:-embedded pg floor socketio}
@@ -252,7 +259,7 @@ start_server() { # TARGET TAG
         backend=(--sqlite-path "$work/chat-$2.db")
       fi
       RUST_LOG=warn taskset -c "$server_cpu" "$server_bin" --listen "127.0.0.1:$port" \
-        --max-connections $(((idle_conns > clients ? idle_conns : clients) + 100)) "${backend[@]}" >"$logf" 2>&1 &
+        --max-connections $(((idle_conns > clients ? idle_conns : clients) + join_conns + 100)) "${backend[@]}" >"$logf" 2>&1 &
       server_url="ws://127.0.0.1:$port/ws"
       ;;
     floor)
@@ -315,13 +322,14 @@ load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
  "wall_s":$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'),
  "server_cpu_s":$(seconds "$s0" "$s1"),
  "server_process_cpu_s":$(seconds "$p0" "$p1"),
- "idle":${idle_meta:-null}}
+ "idle":${idle_meta:-null},
+ "joins":${joins_meta:-null}}
 META
 }
 
 # Idle memory: a fresh server, its RSS before, then with idle_conns clients
 # connected (joined, one room of room_size each, hardly sending), per connection.
-idle_meta=""
+idle_meta="" joins_meta=""
 measure_idle() { # TARGET
   local target=$1 base_rss n
   start_server "$target" idle
@@ -366,6 +374,21 @@ measure_idle() { # TARGET
   stop_pid "$server_pid"
 }
 
+# Joins: a fresh server, join_conns clients connecting and joining at join_rate
+# per second (batches every 100 ms) into rooms of join_room, then leaving. The
+# connect latency runs from each client's scheduled start to its `joined`.
+measure_joins() { # TARGET
+  local target=$1 batch=$((join_rate / 10 > 0 ? join_rate / 10 : 1))
+  start_server "$target" joins
+  joins_meta="{\"offered_per_sec\":$join_rate,\"room_size\":$join_room,\"batch\":$batch}"
+  load "$target" "$target-joins" 0 --clients "$join_conns" \
+    --rooms $((join_conns / join_room > 0 ? join_conns / join_room : 1)) \
+    --batch-size "$batch" --batch-interval 100ms --messages 0 --duration 1s \
+    --drain-timeout 2s --source-ips 4 --connect-timeout 30s
+  joins_meta=""
+  stop_pid "$server_pid"
+}
+
 # At every step of the ladder, each target in turn, on a fresh server: the
 # targets of one step run minutes apart instead of a whole ladder apart, so
 # slow drift in the machine's other load hits them alike.
@@ -400,6 +423,8 @@ for target in "${active[@]}"; do
   check_budget
   log "$target: idle memory at $idle_conns connections"
   measure_idle "$target"
+  log "$target: $join_conns joins at $join_rate/s into rooms of $join_room"
+  measure_joins "$target"
 done
 
 {
@@ -410,6 +435,10 @@ done
   echo "clients=$clients"
   echo "rooms=$rooms"
   echo "idle_conns=$idle_conns"
+  echo "idle_hold=$idle_hold"
+  echo "join_conns=$join_conns"
+  echo "join_rate=$join_rate"
+  echo "join_room=$join_room"
   echo "server_cpu=$server_cpu"
   echo "load_cpu=$load_cpu"
   echo "socketio_supported=$socketio"

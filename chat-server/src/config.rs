@@ -19,6 +19,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel may hold completed but not yet accepted (capped by
+    /// net.core.somaxconn). Past it, new clients' SYNs are dropped and they retry
+    /// after 1 s: size it for the largest connect burst.
+    #[arg(long, env = "CHAT_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Redis URL (redis://host:port/db). Unset: in-process broker and presence.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -153,6 +159,7 @@ impl Config {
     /// Rejects limits that would make the server unusable, with a clear message.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
+            ("--listen-backlog", self.listen_backlog as usize),
             ("--max-connections", self.max_connections),
             ("--max-frame-bytes", self.max_frame_bytes),
             ("--max-body-bytes", self.max_body_bytes),

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = chat_server::bind(config.listen, config.listen_backlog)?;
     chat_server::run(listener, config, shutdown_signal()).await
 }
 

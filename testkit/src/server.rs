@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chat_server::Config;
 use clap::Parser;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -24,9 +23,9 @@ impl Server {
     /// runtime, and waits until `/readyz` answers 200.
     pub async fn start(args: &[&str]) -> Server {
         let config = Config::parse_from(std::iter::once("chat-server").chain(args.iter().copied()));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener =
+            chat_server::bind(loopback, config.listen_backlog).expect("bind a loopback port");
         let addr = listener.local_addr().expect("the listener's address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(chat_server::run(listener, config, async move {
