@@ -60,7 +60,7 @@ load_cpu=${BENCH_LOAD_CPU:-1}
 work=${BENCH_WORK:-$root/target/bench}
 out=${BENCH_OUT:-$root/bench}
 max_seconds=${BENCH_MAX_SECONDS:-3600}
-command_line="$(env | grep -E '^BENCH_' | sort | tr '\n' ' ')bench/run.sh"
+command_line="$({ env | grep -E '^BENCH_' || true; } | sort | tr '\n' ' ')bench/run.sh"
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
