@@ -359,16 +359,27 @@ measure_idle() { # TARGET
     sleep "$idle_hold"
     conns=$(ss -Htn state established "( sport = :$server_port )" | wc -l)
     rss=$(rss_kib "$server_pid")
+    if ! kill -0 "$1" 2>/dev/null; then
+      # chat-load left before the sample: its connections are gone, and an RSS
+      # taken now is no idle figure.
+      log "$target idle: chat-load ended before the sample; no idle figure"
+      conns=0
+    fi
     idle_meta="{\"connections\":$conns,\"rss_before_kib\":$base_rss,\"rss_burst_kib\":$burst,\"rss_kib\":$rss}"
     log "$target idle: $conns connections, RSS $base_rss -> $burst KiB after the burst, $rss KiB ${idle_hold}s later"
+    # The sample is taken: end the hold now (chat-load reports on SIGINT).
+    kill -INT "$1" 2>/dev/null || true
   }
   n=$(((idle_conns + 999) / 1000))
   # --rate 0.001: a period of 1000 s, so only the first client of each batch
-  # sends (once); everyone else stays connected and idle until --duration,
-  # which leaves a busy machine 40 s beyond the batches to finish connecting.
+  # sends (once); everyone else stays connected and idle until the probe has
+  # sampled and interrupts chat-load. --duration only bounds the hold: it
+  # outlasts the probe's wait for connections (idle_conns / 50 + 120 checks
+  # 0.5 s apart), since a slow server (Socket.IO took 30 s for its last
+  # connections) was otherwise sampled after chat-load had left.
   load "$target" "$target-idle" 0 --clients "$idle_conns" --rooms $((idle_conns / room_size > 0 ? idle_conns / room_size : 1)) \
     --batch-size 1000 --batch-interval 1s --messages 1 --rate 0.001 \
-    --duration "$((n + idle_hold + 40))s" --drain-timeout 2s --source-ips 4 \
+    --duration "$((n + idle_hold + idle_conns / 100 + 90))s" --drain-timeout 2s --source-ips 4 \
     --connect-timeout 30s --threshold 'unsent>=0'
   on_load_started="" idle_meta=""
   stop_pid "$server_pid"
@@ -377,13 +388,16 @@ measure_idle() { # TARGET
 # Joins: a fresh server, join_conns clients connecting and joining at join_rate
 # per second (batches every 100 ms) into rooms of join_room, then leaving. The
 # connect latency runs from each client's scheduled start to its `joined`.
+# --duration is the batches plus the 30 s connect timeout: a slow server's last
+# joins are measured instead of cut off as "still connecting" at the end.
 measure_joins() { # TARGET
   local target=$1 batch=$((join_rate / 10 > 0 ? join_rate / 10 : 1))
   start_server "$target" joins
   joins_meta="{\"offered_per_sec\":$join_rate,\"room_size\":$join_room,\"batch\":$batch}"
   load "$target" "$target-joins" 0 --clients "$join_conns" \
     --rooms $((join_conns / join_room > 0 ? join_conns / join_room : 1)) \
-    --batch-size "$batch" --batch-interval 100ms --messages 0 --duration 1s \
+    --batch-size "$batch" --batch-interval 100ms --messages 0 \
+    --duration "$(((join_conns + join_rate - 1) / join_rate + 30))s" \
     --drain-timeout 2s --source-ips 4 --connect-timeout 30s
   joins_meta=""
   stop_pid "$server_pid"
