@@ -9,7 +9,11 @@
 //! of publishing again, so the message still gets its commit slot and its ack.
 //!
 //! Each instance holds ONE pub/sub connection, owned by one task. Subscriptions are
-//! reference-counted there and only rooms with local members are subscribed. When
+//! reference-counted there and only rooms with local members are subscribed. The
+//! task takes every (un)subscribe queued at once and sends them as one command:
+//! the first join of a room waits for a SUBSCRIBE round trip, and one at a time
+//! these capped new rooms at one per round trip (1,000 first joins with Redis
+//! 2 ms away took 4.6 s). When
 //! the connection drops, the task reconnects with backoff, resubscribes every room
 //! and asks the hub to resync (fill what was missed from the history store).
 //! Commands go through [`Commands`] (shared with presence, retried once on a
@@ -240,6 +244,21 @@ impl Broker for RedisBroker {
     }
 }
 
+/// (Un)subscribes sent as one command at most: bounds the time one command
+/// holds the pub/sub task away from delivering.
+const BATCH: usize = 256;
+
+/// What a batch of (un)subscribes has gathered and not sent yet.
+#[derive(Default)]
+struct Pending {
+    /// Rooms this batch counted for the first time: to SUBSCRIBE.
+    new_rooms: Vec<String>,
+    /// Everyone waiting on that SUBSCRIBE.
+    replies: Vec<oneshot::Sender<Result<(), BrokerError>>>,
+    /// Rooms whose count fell to zero: to UNSUBSCRIBE.
+    unsubscribe: Vec<String>,
+}
+
 /// Owns the pub/sub connection and the subscription counts.
 struct PubSubTask {
     client: redis::Client,
@@ -325,41 +344,110 @@ impl PubSubTask {
         }
     }
 
-    /// Applies one (un)subscribe; false when the connection turned out broken.
-    async fn command(&mut self, sink: &mut PubSubSink, cmd: SubCommand) -> bool {
-        match cmd {
-            SubCommand::Subscribe(room, reply) => {
-                if let Some(n) = self.counts.get_mut(&room) {
-                    *n += 1;
-                    let _ = reply.send(Ok(()));
-                    return true;
-                }
-                match tokio::time::timeout(TIMEOUT, sink.subscribe(channel(&room))).await {
-                    Ok(Ok(())) => {
-                        self.counts.insert(room, 1);
-                        let _ = reply.send(Ok(()));
-                        true
-                    }
-                    Ok(Err(e)) => {
-                        let _ = reply.send(Err(e.into()));
-                        false
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(BrokerError::Disconnected));
-                        false
-                    }
-                }
-            }
-            SubCommand::Unsubscribe(room) => {
-                self.release(&room);
-                if !self.counts.contains_key(&room) {
-                    return tokio::time::timeout(TIMEOUT, sink.unsubscribe(channel(&room)))
-                        .await
-                        .is_ok_and(|r| r.is_ok());
-                }
-                true
+    /// Applies `first` and every (un)subscribe queued behind it, at most
+    /// [`BATCH`]: consecutive subscribes go out as one SUBSCRIBE, consecutive
+    /// unsubscribes as one UNSUBSCRIBE, in the order they came. A burst of joins
+    /// into new rooms (a reconnect storm, many small rooms) so waits for a few
+    /// round trips instead of one per room, in turn. False when the connection
+    /// turned out broken; the commands after the failure are then settled as
+    /// [`wait_down`](Self::wait_down) settles them.
+    async fn command(&mut self, sink: &mut PubSubSink, first: SubCommand) -> bool {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match self.rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
             }
         }
+        let mut pending = Pending::default();
+        let mut commands = batch.into_iter();
+        let mut up = true;
+        for cmd in commands.by_ref() {
+            match cmd {
+                SubCommand::Subscribe(room, reply) => {
+                    if !pending.unsubscribe.is_empty() {
+                        up = self.flush(sink, &mut pending).await;
+                    }
+                    if !up {
+                        let _ = reply.send(Err(BrokerError::Disconnected));
+                        break;
+                    }
+                    match self.counts.get_mut(&room) {
+                        Some(n) if !pending.new_rooms.contains(&room) => {
+                            *n += 1;
+                            let _ = reply.send(Ok(()));
+                            continue;
+                        }
+                        Some(n) => *n += 1,
+                        None => {
+                            self.counts.insert(room.clone(), 1);
+                            pending.new_rooms.push(room);
+                        }
+                    }
+                    pending.replies.push(reply);
+                }
+                SubCommand::Unsubscribe(room) => {
+                    if !pending.new_rooms.is_empty() {
+                        up = self.flush(sink, &mut pending).await;
+                    }
+                    self.release(&room);
+                    if !up {
+                        break;
+                    }
+                    if !self.counts.contains_key(&room) {
+                        pending.unsubscribe.push(room);
+                    }
+                }
+            }
+        }
+        if up {
+            up = self.flush(sink, &mut pending).await;
+        }
+        for cmd in commands {
+            match cmd {
+                SubCommand::Subscribe(_, reply) => {
+                    let _ = reply.send(Err(BrokerError::Disconnected));
+                }
+                SubCommand::Unsubscribe(room) => self.release(&room),
+            }
+        }
+        up
+    }
+
+    /// Sends what `pending` holds; false when the connection turned out broken.
+    /// A failed SUBSCRIBE counts none of its rooms and answers every waiter
+    /// `Disconnected`.
+    async fn flush(&mut self, sink: &mut PubSubSink, pending: &mut Pending) -> bool {
+        if !pending.unsubscribe.is_empty() {
+            let channels: Vec<String> =
+                pending.unsubscribe.drain(..).map(|r| channel(&r)).collect();
+            return tokio::time::timeout(TIMEOUT, sink.unsubscribe(channels))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        }
+        if pending.new_rooms.is_empty() {
+            return true;
+        }
+        let channels: Vec<String> = pending.new_rooms.iter().map(|r| channel(r)).collect();
+        let up = tokio::time::timeout(TIMEOUT, sink.subscribe(channels))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !up {
+            for room in &pending.new_rooms {
+                self.counts.remove(room);
+            }
+        }
+        pending.new_rooms.clear();
+        for reply in pending.replies.drain(..) {
+            // Disconnected: the waiter's subscribe waits for the reconnect and
+            // asks once more.
+            let _ = reply.send(if up {
+                Ok(())
+            } else {
+                Err(BrokerError::Disconnected)
+            });
+        }
+        up
     }
 
     fn release(&mut self, room: &str) {
