@@ -11,10 +11,12 @@ use futures::StreamExt;
 use futures::future::join_all;
 use support::{Client, Server, WAIT, fresh_database, redis_url, unique};
 
-/// The `(UN)SUBSCRIBE` commands Redis received for channels containing `mark`:
-/// one entry per command, listing its channels.
+/// One command as MONITOR showed it: its name and the channels it named.
+type Command = (String, Vec<String>);
+
+/// The `(UN)SUBSCRIBE` commands Redis received for channels containing `mark`.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+struct Seen(Arc<Mutex<Vec<Command>>>);
 
 impl Seen {
     async fn watch(mark: String) -> Seen {
