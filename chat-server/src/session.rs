@@ -354,11 +354,10 @@ impl Session {
         };
         undo.in_hub = true;
         let presence = &self.app.presence;
-        let members = async {
-            if !rejoin {
-                presence.add(&room, self.conn, &self.user).await?;
-            }
-            presence.members(&room).await
+        let members = if rejoin {
+            presence.members(&room)
+        } else {
+            presence.add(&room, self.conn, &self.user)
         };
         // Removing an entry that was never added is harmless.
         undo.in_presence = true;

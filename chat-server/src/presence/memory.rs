@@ -14,9 +14,9 @@ impl Presence for MemoryPresence {
         room: &'a str,
         conn: u64,
         user: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+    ) -> BoxFuture<'a, Result<Members, PresenceError>> {
         self.local.add(room, conn, user);
-        Box::pin(async { Ok(()) })
+        self.members(room)
     }
 
     fn remove<'a>(&'a self, room: &'a str, conn: u64) -> BoxFuture<'a, Result<(), PresenceError>> {

@@ -31,13 +31,14 @@ pub enum PresenceError {
 ///   a failed `add` heals within one heartbeat and a failed `remove` within the TTL;
 /// - entries of an instance that stopped heartbeating vanish within the TTL.
 pub trait Presence: Send + Sync + 'static {
-    /// Records that connection `conn` of `user` is in `room`.
+    /// Records that connection `conn` of `user` is in `room`, and lists the room
+    /// as [`members`](Presence::members) would right after: a join needs both.
     fn add<'a>(
         &'a self,
         room: &'a str,
         conn: u64,
         user: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>>;
+    ) -> BoxFuture<'a, Result<Members, PresenceError>>;
     /// Forgets connection `conn` in `room`.
     fn remove<'a>(&'a self, room: &'a str, conn: u64) -> BoxFuture<'a, Result<(), PresenceError>>;
     /// Sorted, distinct user names in the room on every instance, as of a moment

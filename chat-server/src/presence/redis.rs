@@ -9,7 +9,9 @@
 //! N clients into one room that is O(N²) work for Redis, enough to time joins out.
 //! So listings of a room are coalesced: one read at a time per room, and a caller
 //! whose call began before the latest read started takes that read's result (it
-//! is as fresh as one of its own, so it includes the caller's own entry).
+//! is as fresh as one of its own, so it includes the caller's own entry). A join
+//! that finds no read of its room in flight sends its listing with its entry, in
+//! one round trip, and serves as that room's read meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -78,7 +80,7 @@ impl Presence for RedisPresence {
         room: &'a str,
         conn: u64,
         user: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+    ) -> BoxFuture<'a, Result<Members, PresenceError>> {
         Box::pin(async move {
             self.local.add(room, conn, user);
             let ttl = self.ttl.as_millis() as u64;
@@ -87,13 +89,20 @@ impl Presence for RedisPresence {
                 .ignore()
                 .pexpire(key(room), (ttl * 2) as i64)
                 .ignore();
-            self.commands
-                .run(|mut c| {
-                    let pipe = &pipe;
-                    async move { pipe.query_async::<()>(&mut c).await }
-                })
-                .await?;
-            Ok(())
+            // No read of this room in flight: the listing rides along with the
+            // add (one round trip). Otherwise the join waits for the coalesced
+            // read like any other caller, so a storm still reads once at a time.
+            let listing = self.listing(room);
+            let Ok(mut latest) = listing.try_lock() else {
+                self.run::<()>(&pipe).await?;
+                return self.members(room).await;
+            };
+            let started = Instant::now();
+            live_entries(&mut pipe, room, now_ms());
+            let (entries,): (Vec<String>,) = self.run(&pipe).await?;
+            let members = users(entries);
+            *latest = Some((started, members.clone()));
+            Ok(members)
         })
     }
 
@@ -154,23 +163,21 @@ impl RedisPresence {
 
     /// One listing read from Redis.
     async fn read(&self, room: &str) -> Result<Members, PresenceError> {
-        let mut range = redis::cmd("ZRANGEBYSCORE");
-        range
-            .arg(key(room))
-            .arg(format!("({}", now_ms()))
-            .arg("+inf");
-        let entries: Vec<String> = self
+        let mut pipe = redis::pipe();
+        live_entries(&mut pipe, room, now_ms());
+        let (entries,): (Vec<String>,) = self.run(&pipe).await?;
+        Ok(users(entries))
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, PresenceError> {
+        let reply = self
             .commands
-            .run(|mut c| {
-                let range = &range;
-                async move { range.query_async(&mut c).await }
-            })
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
-        let users: BTreeSet<String> = entries
-            .into_iter()
-            .filter_map(|e| e.splitn(3, '|').nth(2).map(str::to_owned))
-            .collect();
-        Ok(users.into_iter().collect())
+        Ok(reply)
     }
 }
 
@@ -226,4 +233,21 @@ impl Heartbeat {
             })
             .await
     }
+}
+
+/// Queues the read of the room's entries that have not expired at `now`.
+fn live_entries(pipe: &mut redis::Pipeline, room: &str, now: u64) {
+    pipe.cmd("ZRANGEBYSCORE")
+        .arg(key(room))
+        .arg(format!("({now}"))
+        .arg("+inf");
+}
+
+/// Sorted distinct user names of `node|conn|user` entries.
+fn users(entries: Vec<String>) -> Members {
+    let users: BTreeSet<String> = entries
+        .into_iter()
+        .filter_map(|e| e.splitn(3, '|').nth(2).map(str::to_owned))
+        .collect();
+    users.into_iter().collect()
 }
