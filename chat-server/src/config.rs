@@ -29,6 +29,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Milliseconds one Redis command or connection attempt may take before it
+    /// fails (once retried on a fresh connection): a join or send waiting on a
+    /// hung Redis is refused with `unavailable` after about twice this.
+    #[arg(long, env = "CHAT_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub redis_timeout_ms: u64,
+
     /// PostgreSQL URL (postgres://...). Unset: SQLite history in `--sqlite-path`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
@@ -134,6 +140,10 @@ impl Config {
         Duration::from_secs(self.join_queue_wait_secs)
     }
 
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
     pub fn gap_wait(&self) -> Duration {
         Duration::from_millis(self.gap_wait_ms)
     }
@@ -171,6 +181,7 @@ impl Config {
             ("--rate-burst", self.rate_burst as usize),
             ("--history-max-limit", self.history_max_limit as usize),
             ("--gap-wait-ms", self.gap_wait_ms as usize),
+            ("--redis-timeout-ms", self.redis_timeout_ms as usize),
             ("--join-concurrency", self.join_concurrency),
             ("--join-queue-wait-secs", self.join_queue_wait_secs as usize),
         ];

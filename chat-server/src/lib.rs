@@ -129,7 +129,7 @@ pub async fn run(
     {
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
-            let commands = Commands::connect(client.clone())
+            let commands = Commands::connect(client.clone(), config.redis_timeout())
                 .await
                 .context("connecting to Redis")?;
             let broker = RedisBroker::start(

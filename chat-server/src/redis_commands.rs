@@ -16,24 +16,29 @@ use std::time::Duration;
 use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// How long one command or connection attempt may take: short, so a dead Redis
-/// fails requests fast instead of holding joins and sends.
-pub const TIMEOUT: Duration = Duration::from_secs(2);
-
 #[derive(Clone)]
 pub struct Commands {
     conn: ConnectionManager,
+    timeout: Duration,
 }
 
 impl Commands {
-    /// Connects now, failing if Redis is unreachable.
-    pub async fn connect(client: redis::Client) -> Result<Commands, RedisError> {
+    /// Connects now, failing if Redis is unreachable. `timeout` bounds each
+    /// command and connection attempt (`--redis-timeout-ms`): short, so a hung
+    /// Redis fails requests fast instead of holding joins and sends.
+    pub async fn connect(client: redis::Client, timeout: Duration) -> Result<Commands, RedisError> {
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Commands { conn })
+        Ok(Commands { conn, timeout })
+    }
+
+    /// The bound on one command or connection attempt; the pub/sub connection
+    /// uses it too.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Runs `op` on the connection, and once more if it failed on a broken one.

@@ -1,6 +1,7 @@
 //! Redis failing in the ways real ones do: a restart (SIGKILL) that breaks every
-//! open connection, a reply lost after the publish script ran, and a counter that
-//! went backwards (AOF `everysec`, a failover to a lagging replica).
+//! open connection, a reply lost after the publish script ran, a Redis that hangs
+//! (takes commands, never answers), and a counter that went backwards (AOF
+//! `everysec`, a failover to a lagging replica).
 
 mod support;
 use support::Connect;
@@ -77,6 +78,51 @@ async fn a_publish_whose_reply_is_lost_is_still_acked_and_stored() {
     assert_eq!(c.send_acked(&r, "three").await, 3);
     let (_, page) = http_json(server.addr, &format!("/api/rooms/{r}/messages")).await;
     assert_eq!(bodies(&page), ["one", "two", "three"]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_join_while_redis_hangs_is_refused_after_the_redis_timeout_then_served() {
+    let proxy = Proxy::redis().await;
+    let db = fresh_database().await;
+    let via_proxy = proxy.redis_url();
+    let server = Server::start(&[
+        "--redis-url",
+        &via_proxy,
+        "--database-url",
+        &db,
+        "--redis-timeout-ms",
+        "300",
+    ])
+    .await;
+    let mut c = server.client("user=hal").await;
+
+    // Redis takes the commands and never answers (a hung or paused process):
+    // the join is refused with `unavailable`, not left waiting.
+    proxy.set(ProxyMode::HoldReplies);
+    let r = room();
+    let v = c.request(json!({"type":"join","room":r})).await;
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&r), "{v}");
+
+    // Redis answers again: the same join, retried as the error says, is served.
+    proxy.set(ProxyMode::Pass);
+    let joined = async {
+        loop {
+            let v = c.request(json!({"type":"join","room":r})).await;
+            if v["type"] == "joined" {
+                return v;
+            }
+            assert_eq!(v["code"], "unavailable", "{v}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let v = tokio::time::timeout(support::WAIT, joined)
+        .await
+        .expect("joined once Redis answers");
+    assert_eq!(v["members"], json!(["hal"]), "{v}");
+    assert_eq!(try_send(&mut c, &r, "back").await, Ok(1));
     server.stop().await.unwrap();
 }
 

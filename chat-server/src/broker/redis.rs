@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Broker, BrokerError, Deliver, Publish, decode_event, encode_presence};
-use crate::redis_commands::{Commands, TIMEOUT};
+use crate::redis_commands::Commands;
 
 const CHANNEL_PREFIX: &str = "chat:room:";
 /// KEYS: counter, publish record. ARGV: prefix, suffix, channel, floor, n.
@@ -98,6 +98,7 @@ impl RedisBroker {
         let (subscriptions, rx) = mpsc::unbounded_channel();
         let (up, pubsub_up) = watch::channel(false);
         let task = PubSubTask {
+            timeout: commands.timeout(),
             client,
             deliver,
             node: node.clone(),
@@ -177,7 +178,8 @@ impl Broker for RedisBroker {
             match self.subscribe_once(room).await {
                 Err(BrokerError::Disconnected) => {
                     let mut up = self.pubsub_up.clone();
-                    let reconnected = tokio::time::timeout(TIMEOUT, up.wait_for(|up| *up))
+                    let wait = self.commands.timeout();
+                    let reconnected = tokio::time::timeout(wait, up.wait_for(|up| *up))
                         .await
                         .is_ok_and(|up| up.is_ok());
                     if !reconnected {
@@ -261,6 +263,8 @@ struct Pending {
 
 /// Owns the pub/sub connection and the subscription counts.
 struct PubSubTask {
+    /// Bounds the connect and each (un)subscribe, like every command.
+    timeout: Duration,
     client: redis::Client,
     deliver: Arc<dyn Deliver>,
     node: String,
@@ -274,7 +278,7 @@ impl PubSubTask {
         let mut backoff = Duration::from_millis(100);
         let mut connected_before = false;
         loop {
-            let connect = tokio::time::timeout(TIMEOUT, self.client.get_async_pubsub());
+            let connect = tokio::time::timeout(self.timeout, self.client.get_async_pubsub());
             let pubsub = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = connect => r,
@@ -421,7 +425,7 @@ impl PubSubTask {
         if !pending.unsubscribe.is_empty() {
             let channels: Vec<String> =
                 pending.unsubscribe.drain(..).map(|r| channel(&r)).collect();
-            return tokio::time::timeout(TIMEOUT, sink.unsubscribe(channels))
+            return tokio::time::timeout(self.timeout, sink.unsubscribe(channels))
                 .await
                 .is_ok_and(|r| r.is_ok());
         }
@@ -429,7 +433,7 @@ impl PubSubTask {
             return true;
         }
         let channels: Vec<String> = pending.new_rooms.iter().map(|r| channel(r)).collect();
-        let up = tokio::time::timeout(TIMEOUT, sink.subscribe(channels))
+        let up = tokio::time::timeout(self.timeout, sink.subscribe(channels))
             .await
             .is_ok_and(|r| r.is_ok());
         if !up {
