@@ -256,12 +256,7 @@ impl Rebalancer {
             .pexpire(KEY, ttl.as_millis() as i64)
             .ignore()
             .hgetall(KEY);
-        let (all,): (HashMap<String, String>,) = commands
-            .run(|mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await?;
+        let (all,): (HashMap<String, String>,) = commands.pipeline(&pipe).await?;
         let mut counts = Vec::with_capacity(all.len());
         let mut expired = Vec::new();
         for (field, value) in all {

@@ -41,6 +41,16 @@ impl Commands {
         self.timeout
     }
 
+    /// Sends `pipe` as [`run`](Self::run) sends a command: retried once on a
+    /// broken connection.
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        self.run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
     /// Runs `op` on the connection, and once more if it failed on a broken one.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisError>
     where

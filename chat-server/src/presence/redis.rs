@@ -94,12 +94,12 @@ impl Presence for RedisPresence {
             // read like any other caller, so a storm still reads once at a time.
             let listing = self.listing(room);
             let Ok(mut latest) = listing.try_lock() else {
-                self.run::<()>(&pipe).await?;
+                self.commands.pipeline::<()>(&pipe).await?;
                 return self.members(room).await;
             };
             let started = Instant::now();
             live_entries(&mut pipe, room, now_ms());
-            let (entries,): (Vec<String>,) = self.run(&pipe).await?;
+            let (entries,): (Vec<String>,) = self.commands.pipeline(&pipe).await?;
             let members = users(entries);
             *latest = Some((started, members.clone()));
             Ok(members)
@@ -114,15 +114,9 @@ impl Presence for RedisPresence {
             if !self.local.has_room(room) {
                 self.lock_listings().remove(room);
             }
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(key(room)).arg(self.member(conn, &user));
-            let _: i64 = self
-                .commands
-                .run(|mut c| {
-                    let zrem = &zrem;
-                    async move { zrem.query_async(&mut c).await }
-                })
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.zrem(key(room), self.member(conn, &user)).ignore();
+            self.commands.pipeline::<()>(&pipe).await?;
             Ok(())
         })
     }
@@ -165,19 +159,8 @@ impl RedisPresence {
     async fn read(&self, room: &str) -> Result<Members, PresenceError> {
         let mut pipe = redis::pipe();
         live_entries(&mut pipe, room, now_ms());
-        let (entries,): (Vec<String>,) = self.run(&pipe).await?;
+        let (entries,): (Vec<String>,) = self.commands.pipeline(&pipe).await?;
         Ok(users(entries))
-    }
-
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, PresenceError> {
-        let reply = self
-            .commands
-            .run(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
-        Ok(reply)
     }
 }
 
@@ -226,12 +209,7 @@ impl Heartbeat {
                 .ignore();
             pipe.pexpire(key(room), (ttl * 2) as i64).ignore();
         }
-        self.commands
-            .run(|mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await
+        self.commands.pipeline(&pipe).await
     }
 }
 
