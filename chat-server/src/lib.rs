@@ -30,6 +30,7 @@
 mod app;
 mod auth;
 mod broker;
+mod clock;
 pub mod config;
 mod http;
 mod hub;

@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::protocol::CLOSE_REBALANCE;
@@ -297,12 +298,6 @@ async fn withdraw(commands: &Commands, nodes: &[String]) -> Result<(), RedisErro
 fn parse(value: &str) -> Option<(usize, u64)> {
     let (count, expiry) = value.split_once(' ')?;
     Some((count.parse().ok()?, expiry.parse().ok()?))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
 
 use crate::app::App;
+use crate::clock::now_ms;
 use crate::outbound::Outbound;
 use crate::protocol::{
     CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_NORMAL, CLOSE_REBALANCE, CLOSE_TOO_BIG,
@@ -237,12 +238,6 @@ async fn write_loop(
     } else {
         let _ = sink.send(Message::Close(None)).await;
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Session {

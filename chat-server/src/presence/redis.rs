@@ -15,21 +15,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Local, Members, Presence, PresenceError};
+use crate::clock::now_ms;
 use crate::redis_commands::Commands;
 
 fn key(room: &str) -> String {
     format!("chat:presence:{room}")
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// A connection's entry in a room's set: `<node>|<conn>|<user>`.
+fn entry(node: &str, conn: u64, user: &str) -> String {
+    format!("{node}|{conn}|{user}")
 }
 
 /// The latest listing of a room: when its read started, and what it returned.
@@ -68,10 +68,6 @@ impl RedisPresence {
         tokio::spawn(heartbeat.run(shutdown));
         presence
     }
-
-    fn member(&self, conn: u64, user: &str) -> String {
-        format!("{}|{conn}|{user}", self.node)
-    }
 }
 
 impl Presence for RedisPresence {
@@ -85,7 +81,7 @@ impl Presence for RedisPresence {
             self.local.add(room, conn, user);
             let ttl = self.ttl.as_millis() as u64;
             let mut pipe = redis::pipe();
-            pipe.zadd(key(room), self.member(conn, user), now_ms() + ttl)
+            pipe.zadd(key(room), entry(&self.node, conn, user), now_ms() + ttl)
                 .ignore()
                 .pexpire(key(room), (ttl * 2) as i64)
                 .ignore();
@@ -115,7 +111,8 @@ impl Presence for RedisPresence {
                 self.lock_listings().remove(room);
             }
             let mut pipe = redis::pipe();
-            pipe.zrem(key(room), self.member(conn, &user)).ignore();
+            pipe.zrem(key(room), entry(&self.node, conn, &user))
+                .ignore();
             self.commands.pipeline::<()>(&pipe).await?;
             Ok(())
         })
@@ -197,7 +194,7 @@ impl Heartbeat {
         let mut pipe = redis::pipe();
         let mut rooms = BTreeSet::new();
         for (room, conn, user) in &entries {
-            pipe.zadd(key(room), format!("{}|{conn}|{user}", self.node), now + ttl)
+            pipe.zadd(key(room), entry(&self.node, *conn, user), now + ttl)
                 .ignore();
             rooms.insert(room);
         }
