@@ -3,8 +3,8 @@
 Reads the run directory bench/run.sh wrote: per chat-load run NAME.json (the
 chat-load summary), NAME.meta (target, offered load, server CPU seconds from
 /proc), NAME.cpu (0.5 s samples of server and generator CPU ticks) and, when
-chat-load has --timeseries, NAME.timeseries.jsonl; plus machine.env and
-lscpu.txt.  Usage: report.py RUN_DIR RESULTS_JSON RESULTS_MD
+chat-load has --timeseries, NAME.timeseries.jsonl; for chat-server, NAME.metrics
+(its /metrics at the end of the run); plus machine.env and lscpu.txt.  Usage: report.py RUN_DIR RESULTS_JSON RESULTS_MD
 """
 
 import itertools
@@ -13,6 +13,8 @@ import os
 import re
 import statistics
 import sys
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SATURATED = 0.9  # a core busy 90% of the sending time or more
@@ -94,6 +96,44 @@ def steady(path):
     result["seconds"] = len(window)
     result["delivery_p99_max"] = max(picked["delivery_p99"])
     return result
+
+
+def quantile(q, buckets):
+    """The q-quantile of a cumulative histogram [(upper bound, count)], interpolated
+    linearly within its bucket, as PromQL's histogram_quantile does."""
+    total = buckets[-1][1]
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower  # beyond the last finite bound: that bound
+            return lower + (upper - lower) * (rank - below) / (count - below)
+        lower, below = upper, count
+    return lower
+
+
+def persist(metrics_path):
+    """chat-server's store commits over the run, from its /metrics scraped at the
+    end (a fresh server per run): commit latency p50/p99 ms (accepted to durable;
+    an ack waits for it) and rows per commit. None for the other servers."""
+    if not os.path.exists(metrics_path):
+        return None
+    with open(metrics_path, encoding="utf-8") as f:
+        families = {m.name: m for m in text_string_to_metric_families(f.read())}
+    latency, batch = families.get("chat_persist_latency_seconds"), families.get("chat_persist_batch_size")
+    if latency is None or batch is None:
+        return None
+    buckets = sorted((float(s.labels["le"]), s.value) for s in latency.samples if s.name.endswith("_bucket"))
+    commits = next(s.value for s in batch.samples if s.name.endswith("_count"))
+    rows = next(s.value for s in batch.samples if s.name.endswith("_sum"))
+    p50, p99 = quantile(0.5, buckets), quantile(0.99, buckets)
+    return {
+        "p50_ms": None if p50 is None else p50 * 1000,
+        "p99_ms": None if p99 is None else p99 * 1000,
+        "rows_per_commit": rows / commits if commits else None,
+    }
 
 
 def verdict(b, send_lag_p99):
@@ -183,6 +223,7 @@ def collect(run_dir):
             "generator_cpu_percent": summary["generator"]["cpu_percent"],
             "saturated": verdict(b, lat["send_lag"]["p99"]),
             "steady": steady(stem + ".timeseries.jsonl"),
+            "persist": persist(stem + ".metrics"),
         })
     ladder.sort(key=lambda r: (r["target"], r["offered"]))
     return ladder, idle, joins
@@ -289,6 +330,7 @@ def markdown(ladder, idle, joins, env, lscpu):
         row(f"{o:,}/s offered: delivery p99 ms", at(o, "delivery", "p99"), 2)
         row(f"{o:,}/s offered: ack p50 ms", at(o, "ack", "p50"), 2)
         row(f"{o:,}/s offered: ack p99 ms", at(o, "ack", "p99"), 2)
+        row(f"{o:,}/s offered: of which store commit p99 ms", at(o, "persist", "p99_ms"), 2)
         row(f"{o:,}/s offered: server CPU µs per delivery", at(o, "server_cpu_us_per_delivery"))
         row(f"{o:,}/s offered: of which the server process", at(o, "server_process_cpu_us_per_delivery"))
         saturated = at(o, "saturated")
@@ -309,18 +351,23 @@ def markdown(ladder, idle, joins, env, lscpu):
     w(f"\"saturated\" uses the p90 of 0.5 s samples: the server group or chat-load kept ≥ {SATURATED:.0%}")
     w("of a core busy (CPU); else its pinned core was that busy in total, so other work on the")
     w("machine took it (shared); else chat-load's send lag p99 reached 5 ms (late sends).")
+    w("\"Store commit\" is chat-server's own histogram (`chat_persist_latency_seconds`, scraped at the")
+    w("end of each run, p99 interpolated within its power-of-two buckets): from a message's acceptance")
+    w("to its row being durable, which its ack waits for; the floor stores nothing.")
     w("")
     w("## Every step")
     w("")
     w("| target | offered/s | received/s | delivery p50 / p99 / p99.9 ms | ack p50 / p99 ms | connect p99 ms "
+      "| store commit p50 / p99 ms (rows per commit) "
       "| send lag p99 ms | server CPU s | µs/delivery | busy p90: server / its core "
       "| busy p90: chat-load / its core | missing | saturated |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in ladder:
-        d, a = r["delivery"], r["ack"]
+        d, a, c = r["delivery"], r["ack"], r["persist"] or {}
         w(f"| {r['target']} | {r['offered']:,} | {fmt(r['deliveries_per_sec'], 0)} "
           f"| {fmt(d['p50'], 2)} / {fmt(d['p99'], 2)} / {fmt(d['p99_9'], 2)} "
           f"| {fmt(a['p50'], 2)} / {fmt(a['p99'], 2)} | {fmt(r['connect']['p99'], 1)} "
+          f"| {fmt(c.get('p50_ms'), 2)} / {fmt(c.get('p99_ms'), 2)} ({fmt(c.get('rows_per_commit'))}) "
           f"| {fmt(r['send_lag']['p99'], 2)} | {fmt(r['server_cpu_s'], 2)} "
           f"| {fmt(r['server_cpu_us_per_delivery'])} "
           f"| {fmt(r['server_busy_p90'], 2)} / {fmt(r['server_core_busy_p90'], 2)} "

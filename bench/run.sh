@@ -308,6 +308,10 @@ load() { # TARGET NAME OFFERED CHAT-LOAD-ARGS...
   if [ -n "${on_load_started:-}" ]; then "$on_load_started" "$lpid"; fi
   wait "$lpid" || rc=$?
   forget_pid "$lpid"
+  # chat-server's own account of its store commits (an ack waits for one).
+  case "$target" in
+    embedded | pg) curl -fs "http://127.0.0.1:$server_port/metrics" >"$base.metrics" || rm -f "$base.metrics" ;;
+  esac
   stop_pid "$spid"
   t1=$(date +%s.%N)
   # shellcheck disable=SC2046
